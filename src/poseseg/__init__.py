@@ -1,2 +1,10 @@
-"""poseseg: boxes, instance masks and body keypoints for every person, in one pass."""
+"""poseseg: boxes, instance masks and body keypoints for every person, in one pass.
+
+    cfg = poseseg.load_config("tiny", overrides=["model.keypoint.loss=ce"])
+    model = poseseg.build_model(cfg)
+"""
+from poseseg.config import Config, ConfigError, list_presets, load_config
+from poseseg.modeling.model import PoseSegModel, build_model
+
 __version__ = "0.1.0"
+__all__ = ["Config", "ConfigError", "PoseSegModel", "build_model", "list_presets", "load_config"]

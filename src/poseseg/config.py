@@ -1,0 +1,387 @@
+"""Typed configuration: nested dataclasses, YAML presets and ``key=value`` overrides.
+
+The dataclass defaults are the paper's Regular model (ResNet-50-FPN, three heads). A preset
+YAML lists only the keys it changes; there is no inheritance between presets. Every key is
+checked: an unknown key or a value of the wrong type is a ``ConfigError`` that names the key
+and the closest valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a config file or override."""
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class InputConfig:
+    """How images are normalised and resized inside the model."""
+
+    test_size: int = 800  # shorter side at inference (training sizes: data.train_sizes)
+    max_size: int = 1333  # longer-side cap at inference
+    size_divisible: int = 32
+    pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class BackboneConfig:
+    depth: int = 50  # 18, 34, 50 or 101
+    width: int = 64  # channels of the stem and res2; ResNet's standard is 64
+    norm: str = "frozen_bn"  # frozen_bn (pretrained starts), bn, gn (training from scratch)
+    freeze_at: int = 0  # freeze the stem (1) and res2..res{freeze_at} when > 0
+    deform_stages: list[int] = field(default_factory=list)  # e.g. [3, 4, 5]: deformable 3x3 convs there
+    deform_modulated: bool = True  # DCN v2 (offsets + modulation mask) vs v1 (offsets only)
+
+
+@dataclass
+class FPNConfig:
+    in_stages: list[int] = field(default_factory=lambda: [2, 3, 4, 5])  # res stages feeding the FPN
+    channels: int = 256
+    extra_pool: bool = True  # P6 by max-pooling the coarsest level (used by the RPN only)
+
+
+@dataclass
+class RPNConfig:
+    anchor_sizes: list[list[int]] = field(default_factory=list)  # per FPN level; empty: derived (32 * 2**(l-2))
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    conv_depth: int = 1
+    fg_iou: float = 0.7
+    bg_iou: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    pre_nms_top_n_train: int = 2000
+    post_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 1000
+    post_nms_top_n_test: int = 1000
+    nms_thresh: float = 0.7
+    score_thresh: float = 0.0
+    loss_weight: float = 1.0
+
+
+@dataclass
+class RoIConfig:
+    """Proposal sampling and RoI feature pooling shared by the heads."""
+
+    batch_size_per_image: int = 512  # RoIs sampled per image for the box head
+    positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou: float = 0.5
+    sampling_ratio: int = 2
+    deform_pool: list[str] = field(default_factory=list)  # heads with deformable RoI pooling
+
+
+@dataclass
+class BoxHeadConfig:
+    pooled_size: int = 7
+    fc_dim: int = 1024
+    bbox_reg_weights: list[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_image: int = 100
+    loss_weight: float = 1.0
+
+
+@dataclass
+class MaskHeadConfig:
+    pooled_size: int = 14
+    num_convs: int = 4
+    conv_dim: int = 256
+    max_rois_per_image: int = 128  # cap on positive RoIs trained per image
+    loss_weight: float = 1.0
+
+
+@dataclass
+class KeypointHeadConfig:
+    num_keypoints: int = 17
+    pooled_size: int = 14
+    num_convs: int = 8
+    conv_dim: int = 512
+    heatmap_size: int = 56  # side of the output heatmap (2x the deconv output)
+    deform: bool = False  # deformable 3x3 convs in the head ("RB+H")
+    deform_modulated: bool = True
+    offsets: bool = True  # predict 2K sub-cell offset maps (heatmap refinement)
+    loss: str = "mse"  # mse (paper: Gaussian target, sigmoid) or ce (Mask R-CNN spatial softmax)
+    sigma: float = 1.0  # Gaussian target std in heatmap cells (mse)
+    offset_radius: float = 2.0  # offsets are trained on cells within this many cells of a keypoint
+    max_rois_per_image: int = 128
+    loss_weight: float = 1.0
+    offset_loss_weight: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    heads: list[str] = field(default_factory=lambda: ["box", "mask", "keypoint"])
+    num_classes: int = 2  # background + person
+    input: InputConfig = field(default_factory=InputConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi: RoIConfig = field(default_factory=RoIConfig)
+    box: BoxHeadConfig = field(default_factory=BoxHeadConfig)
+    mask: MaskHeadConfig = field(default_factory=MaskHeadConfig)
+    keypoint: KeypointHeadConfig = field(default_factory=KeypointHeadConfig)
+
+
+# ----------------------------------------------------------------------------- data / train / eval
+
+
+@dataclass
+class DataConfig:
+    train_json: str = ""
+    train_images: str = ""
+    val_json: str = ""
+    val_images: str = ""
+    category: str = "person"  # category name or id
+    keep_empty: bool = True  # keep images without people as negatives
+    oks_sigmas: list[float] = field(default_factory=list)  # required for non-COCO-17 schemas
+    flip_pairs: list[list[int]] = field(default_factory=list)  # empty: derived from left_/right_ names
+    train_sizes: list[int] = field(default_factory=lambda: [640, 672, 704, 736, 768, 800])
+    max_size: int = 1333
+    flip_prob: float = 0.5
+    color_jitter: float = 0.0
+    max_image_pixels: int = 178_956_970  # decompression-bomb limit
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 90_000
+    batch_size: int = 12  # per process
+    base_lr: float = 0.03  # for `lr_reference_batch` images; scaled linearly with the total batch
+    lr_reference_batch: int = 12
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_steps: list[int] = field(default_factory=lambda: [60_000, 80_000])
+    lr_gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 0.0  # 0: off
+    amp: bool = True  # mixed precision on CUDA
+    freeze: str = "none"  # none | deform_only (train only the deformable parts of the backbone)
+    nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    log_every: int = 20
+    seed: int = 0
+    init_weights: str = ""
+    output_dir: str = "runs/train"
+    name: str = ""
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 2
+    score_thresh: float = 0.05
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- loading and validation
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of a config dataclass, e.g. ``model.keypoint.loss``."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(all_keys(hints[f.name], name + "."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def _unknown_key_error(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
+    if not close:  # also try matching on the last component, e.g. "lr" -> "train.base_lr"
+        last = key.rsplit(".", 1)[-1]
+        close = [k for k in all_keys() if last and last in k.rsplit(".", 1)[-1]][:3]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key '{key}' in {where}{hint}")
+
+
+def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Return ``value`` converted to type ``tp`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key '{key}' in {where}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_value(value, arg, key, where)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad
+        return [_check_value(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise bad
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
+    """Write the nested mapping ``data`` into dataclass ``obj``, validating every key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' in {where} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    for name, value in data.items():
+        key = prefix + str(name)
+        if name not in hints:
+            raise _unknown_key_error(key, where)
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, where, key + ".")
+        else:
+            setattr(obj, name, _check_value(value, hints[name], key, where))
+
+
+def set_key(cfg: Config, key: str, value: Any, where: str = "overrides") -> None:
+    """Set one dotted key, e.g. ``set_key(cfg, "train.iters", 100)``."""
+    parts = key.split(".")
+    nested: dict = {parts[-1]: value}
+    for p in reversed(parts[:-1]):
+        nested = {p: nested}
+    _apply(cfg, nested, where)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"model.heads=[box,mask]"`` -> ``("model.heads", ["box", "mask"])`` (values parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.iters=100")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': cannot parse value {raw!r} ({e})") from None
+    return key.strip(), value
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    close = difflib.get_close_matches(str(name_or_path), list_presets(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"no config file or preset named '{name_or_path}'{hint} (presets: {', '.join(list_presets())})")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Build a Config from defaults, a preset name or YAML path, then ``key=value`` overrides."""
+    cfg = Config()
+    if name_or_path is not None:
+        path = resolve_preset(name_or_path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        _apply(cfg, data, str(path))
+    if isinstance(overrides, dict):
+        overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                     for k, v in overrides.items()]
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_key(cfg, key, value, where=f"override '{text}'")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a Config saved with ``to_dict`` (e.g. inside a checkpoint)."""
+    cfg = Config()
+    _apply(cfg, data, "saved config")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type check cannot express."""
+    m = cfg.model
+    unknown = [h for h in m.heads if h not in ("box", "mask", "keypoint")]
+    if unknown:
+        raise ConfigError(f"model.heads has unknown head(s) {unknown}; choose from box, mask, keypoint")
+    if "box" not in m.heads:
+        m.heads = ["box"] + list(m.heads)
+    if m.backbone.depth not in (18, 34, 50, 101):
+        raise ConfigError(f"model.backbone.depth={m.backbone.depth}; choose 18, 34, 50 or 101")
+    if m.backbone.norm not in ("frozen_bn", "bn", "gn"):
+        raise ConfigError(f"model.backbone.norm={m.backbone.norm!r}; choose frozen_bn, bn or gn")
+    for name, stages in (("model.fpn.in_stages", m.fpn.in_stages), ("model.backbone.deform_stages", m.backbone.deform_stages)):
+        if any(s not in (2, 3, 4, 5) for s in stages):
+            raise ConfigError(f"{name}={stages}: stages are 2..5 (res2..res5)")
+    if not m.fpn.in_stages or sorted(m.fpn.in_stages) != m.fpn.in_stages:
+        raise ConfigError(f"model.fpn.in_stages={m.fpn.in_stages} must be a non-empty increasing list, e.g. [3, 4, 5]")
+    if m.keypoint.loss not in ("mse", "ce"):
+        raise ConfigError(f"model.keypoint.loss={m.keypoint.loss!r}; choose mse or ce")
+    if m.keypoint.heatmap_size % 4 != 0:
+        raise ConfigError(f"model.keypoint.heatmap_size={m.keypoint.heatmap_size} must be a multiple of 4")
+    bad_pool = [h for h in m.roi.deform_pool if h not in m.heads]
+    if bad_pool:
+        raise ConfigError(f"model.roi.deform_pool names {bad_pool}, which are not in model.heads={m.heads}")
+    if m.num_classes < 2:
+        raise ConfigError("model.num_classes counts the background too: use 2 for person-only")
+    if cfg.train.freeze not in ("none", "deform_only"):
+        raise ConfigError(f"train.freeze={cfg.train.freeze!r}; choose none or deform_only")
+    if cfg.train.nonfinite not in ("stop", "skip"):
+        raise ConfigError(f"train.nonfinite={cfg.train.nonfinite!r}; choose stop or skip")

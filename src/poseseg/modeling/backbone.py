@@ -1,0 +1,129 @@
+"""ResNet-18/34/50/101 trunk returning res2..res5, with a choice of norm and swappable 3x3 convs.
+
+Parameter names follow torchvision's ``resnet*`` so its checkpoints load as they are. The 3x3
+convolutions of chosen stages can be deformable (the paper's "refinement in backbone").
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+STAGE_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """frozen_bn: BN with fixed statistics (pretrained starts); bn; gn: GroupNorm (from scratch)."""
+    if kind == "frozen_bn":
+        return FrozenBatchNorm2d(channels)
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "gn":
+        return nn.GroupNorm(min(32, channels // 4) if channels >= 8 else 1, channels)
+    raise ValueError(f"unknown norm {kind!r}; choose frozen_bn, bn or gn")
+
+
+def make_conv3x3(in_ch: int, out_ch: int, *, stride: int = 1, deformable: bool = False,
+                 modulated: bool = True) -> nn.Module:
+    """A 3x3 conv, plain or deformable; both share the parameter names ``weight`` (no bias)."""
+    if deformable:
+        from poseseg.ops import DeformConv2d  # deferred: the op is only needed when asked for
+
+        return DeformConv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False, modulated=modulated)
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool):
+        super().__init__()
+        out_ch = width * self.expansion
+        self.conv1 = make_conv3x3(in_ch, width, stride=stride, deformable=deformable, modulated=modulated)
+        self.bn1 = make_norm(norm, width)
+        self.conv2 = make_conv3x3(width, out_ch, deformable=deformable, modulated=modulated)
+        self.bn2 = make_norm(norm, out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_ch, out_ch, stride, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool):
+        super().__init__()
+        out_ch = width * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
+        self.bn1 = make_norm(norm, width)
+        self.conv2 = make_conv3x3(width, width, stride=stride, deformable=deformable, modulated=modulated)
+        self.bn2 = make_norm(norm, width)
+        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self.bn3 = make_norm(norm, out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_ch, out_ch, stride, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int, norm: str) -> nn.Module | None:
+    if stride == 1 and in_ch == out_ch:
+        return None
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), make_norm(norm, out_ch))
+
+
+class ResNet(nn.Module):
+    """ResNet trunk: ``forward(x)`` -> OrderedDict res2..res5 (strides 4, 8, 16, 32)."""
+
+    def __init__(self, *, depth: int = 50, width: int = 64, norm: str = "frozen_bn",
+                 deform_stages: list[int] | tuple[int, ...] = (), deform_modulated: bool = True,
+                 freeze_at: int = 0):
+        super().__init__()
+        if depth not in STAGE_BLOCKS:
+            raise ValueError(f"ResNet depth {depth} is not supported; choose {sorted(STAGE_BLOCKS)}")
+        block = BasicBlock if depth < 50 else Bottleneck
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = make_norm(norm, width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_ch = width
+        self.out_channels: dict[str, int] = {}
+        for i, num_blocks in enumerate(STAGE_BLOCKS[depth]):
+            stage = i + 2
+            planes = width * 2**i
+            blocks = []
+            for b in range(num_blocks):
+                blocks.append(block(in_ch, planes, stride=(2 if (b == 0 and stage > 2) else 1), norm=norm,
+                                    deformable=stage in deform_stages, modulated=deform_modulated))
+                in_ch = planes * block.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.out_channels[f"res{stage}"] = in_ch
+        self.freeze(freeze_at)
+
+    def freeze(self, freeze_at: int) -> None:
+        """Stop gradients to the stem (freeze_at >= 1) and res2..res{freeze_at}."""
+        if freeze_at >= 1:
+            for m in (self.conv1, self.bn1):
+                m.requires_grad_(False)
+        for stage in range(2, freeze_at + 1):
+            getattr(self, f"layer{stage - 1}").requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/4, W/4)
+        out = OrderedDict()
+        for stage in range(2, 6):
+            x = getattr(self, f"layer{stage - 1}")(x)
+            out[f"res{stage}"] = x  # (B, C_stage, H/2**stage, W/2**stage)
+        return out

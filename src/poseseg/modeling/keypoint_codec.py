@@ -1,0 +1,108 @@
+"""Keypoint codec: ground-truth keypoints -> heatmap and offset targets, predictions -> keypoints.
+
+One pure module used by training (targets), inference (decoding) and drawing (peaks and arrows).
+
+Coordinates: an RoI (x1, y1, x2, y2) is divided into H x H heatmap cells. A point at image x has
+continuous heatmap coordinate u = (x - x1) * H / (x2 - x1); cell i covers [i, i + 1) and its
+centre is u = i + 0.5. Offsets are in cells, from a cell centre to the keypoint: (u - 0.5 - i).
+Offset channels are interleaved per keypoint: (dx_0, dy_0, dx_1, dy_1, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class KeypointTargets:
+    valid: torch.Tensor  # (R, K) bool: labelled (v > 0) and inside the RoI
+    heatmaps: torch.Tensor | None  # (R, K, H, H) Gaussian targets, zero maps where not valid (mse)
+    indices: torch.Tensor  # (R, K) int64 flat index of the cell holding the keypoint (ce)
+    offsets: torch.Tensor | None  # (R, K, 2, H, H) per-cell (dx, dy) to the keypoint, in cells
+    offset_weights: torch.Tensor | None  # (R, K, H, H) bool: valid and within `offset_radius` cells
+
+
+@dataclass
+class DecodedKeypoints:
+    keypoints: torch.Tensor  # (R, K, 3) image x, y, 1
+    scores: torch.Tensor  # (R, K) in [0, 1]
+    peaks: torch.Tensor  # (R, K, 2) image x, y of the heatmap peak before the offset refinement
+
+
+@dataclass(frozen=True)
+class KeypointCodec:
+    heatmap_size: int = 56
+    loss: str = "mse"  # mse: Gaussian targets, sigmoid scores; ce: one-hot cell, spatial softmax
+    sigma: float = 1.0  # Gaussian std in cells
+    offset_radius: float = 2.0  # offsets are trained on cells whose centre is this close (cells)
+    use_offsets: bool = True
+
+    def to_heatmap_coords(self, keypoints: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, K, 3) image keypoints, (R, 4) RoIs -> (R, K, 2) continuous cell coords, (R, K) valid."""
+        size = self.heatmap_size
+        origin = rois[:, None, :2]  # (R, 1, 2)
+        extent = (rois[:, None, 2:] - rois[:, None, :2]).clamp(min=1e-6)  # (R, 1, 2)
+        uv = (keypoints[..., :2] - origin) * (size / extent)  # (R, K, 2)
+        inside = ((uv >= 0) & (uv <= size)).all(-1)  # a point on the far edge counts as inside
+        valid = (keypoints[..., 2] > 0) & inside
+        return uv.clamp(0, size - 1e-4), valid
+
+    def encode(self, keypoints: torch.Tensor, rois: torch.Tensor) -> KeypointTargets:
+        size = self.heatmap_size
+        uv, valid = self.to_heatmap_coords(keypoints, rois)
+        centre = uv - 0.5  # (R, K, 2) in cell-index space
+        cells = torch.arange(size, device=rois.device, dtype=rois.dtype)
+        dx = centre[..., 0, None, None] - cells.view(1, 1, 1, size)  # (R, K, 1, H): to keypoint along x
+        dy = centre[..., 1, None, None] - cells.view(1, 1, size, 1)  # (R, K, H, 1)
+        dist2 = dx**2 + dy**2  # (R, K, H, H)
+        cell_ij = uv.floor().long().clamp(0, size - 1)
+        indices = cell_ij[..., 1] * size + cell_ij[..., 0]  # (R, K)
+        heatmaps = None
+        if self.loss == "mse":
+            heatmaps = torch.exp(-dist2 / (2 * self.sigma**2)) * valid[..., None, None]
+        offsets = weights = None
+        if self.use_offsets:
+            offsets = torch.stack(torch.broadcast_tensors(dx, dy), dim=2)  # (R, K, 2, H, H)
+            weights = (dist2 <= self.offset_radius**2) & valid[..., None, None]
+        return KeypointTargets(valid=valid, heatmaps=heatmaps, indices=indices, offsets=offsets,
+                               offset_weights=weights)
+
+    def decode(self, heatmap_logits: torch.Tensor, offsets: torch.Tensor | None, rois: torch.Tensor) -> DecodedKeypoints:
+        """Peak of each heatmap, moved by the offset read there (bilinear), mapped to image pixels."""
+        num_rois, num_kps, height, width = heatmap_logits.shape
+        flat = heatmap_logits.flatten(2)  # (R, K, H*W)
+        peak_logit, peak_idx = flat.max(dim=-1)  # (R, K)
+        peak = torch.stack([peak_idx % width, peak_idx // width], dim=-1).to(heatmap_logits.dtype)  # (R, K, 2)
+        refined = peak
+        if offsets is not None and self.use_offsets:
+            maps = offsets.view(num_rois, num_kps, 2, height, width)
+            refined = peak + sample_bilinear(maps, peak)  # (R, K, 2)
+        if self.loss == "mse":
+            scores = peak_logit.sigmoid()
+        else:
+            scores = (peak_logit - flat.logsumexp(dim=-1)).exp()  # spatial-softmax probability at the peak
+        xy = cells_to_image(refined, rois, width, height)
+        keypoints = torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1)
+        return DecodedKeypoints(keypoints=keypoints, scores=scores, peaks=cells_to_image(peak, rois, width, height))
+
+
+def cells_to_image(cells: torch.Tensor, rois: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(R, K, 2) cell-index coordinates inside (R, 4) RoIs -> (R, K, 2) image pixels."""
+    cell_size = (rois[:, None, 2:] - rois[:, None, :2]) / torch.tensor([width, height], device=rois.device,
+                                                                          dtype=rois.dtype)
+    return rois[:, None, :2] + (cells + 0.5) * cell_size
+
+
+def sample_bilinear(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear read of (R, K, C, H, W) maps at (R, K, 2) cell-index points (x, y) -> (R, K, C).
+
+    G(q, p) = g(qx, px) g(qy, py), g(a, b) = max(0, 1 - |a - b|): the paper's eq. 2-3.
+    """
+    num_rois, num_kps, channels, height, width = maps.shape
+    grid = torch.stack([points[..., 0] * 2 / max(width - 1, 1) - 1,
+                        points[..., 1] * 2 / max(height - 1, 1) - 1], dim=-1)  # normalised, align_corners=True
+    sampled = F.grid_sample(maps.reshape(num_rois * num_kps, channels, height, width),
+                            grid.reshape(num_rois * num_kps, 1, 1, 2), mode="bilinear", align_corners=True)
+    return sampled.view(num_rois, num_kps, channels)

@@ -1,0 +1,82 @@
+"""Keypoint head: conv tower (optionally deformable) + deconv + 2x upsample -> K heatmaps and 2K offsets.
+
+L_KEY = heatmap loss (``mse``: sigmoid vs Gaussian, the paper's; ``ce``: Mask R-CNN's spatial
+softmax) + offset loss (smooth-L1 on cells near each labelled keypoint).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from poseseg.modeling.conv_tower import ConvTower, zero_loss
+from poseseg.modeling.keypoint_codec import DecodedKeypoints, KeypointCodec
+
+
+class KeypointHead(nn.Module):
+    def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int, conv_dim: int,
+                 heatmap_size: int = 56, offsets: bool = True, loss: str = "mse", sigma: float = 1.0,
+                 offset_radius: float = 2.0, deform: bool = False, deform_modulated: bool = True):
+        super().__init__()
+        self.num_keypoints = num_keypoints
+        self.heatmap_size = heatmap_size
+        self.codec = KeypointCodec(heatmap_size=heatmap_size, loss=loss, sigma=sigma,
+                                   offset_radius=offset_radius, use_offsets=offsets)
+        self.tower = ConvTower(in_channels=in_channels, dim=conv_dim, num_convs=num_convs, deformable=deform,
+                               modulated=deform_modulated)
+        dim = self.tower.out_channels
+        self.heatmap_deconv = nn.ConvTranspose2d(dim, num_keypoints, 4, stride=2, padding=1)
+        nn.init.kaiming_normal_(self.heatmap_deconv.weight, mode="fan_out", nonlinearity="relu")
+        # mse: start every heatmap near 0.01 so the initial loss is not dominated by the background
+        nn.init.constant_(self.heatmap_deconv.bias, -math.log(99.0) if loss == "mse" else 0.0)
+        self.offset_deconv = None
+        self.loss_names = ("loss_keypoint", "loss_keypoint_offset") if offsets else ("loss_keypoint",)
+        if offsets:
+            # zero init: decoding starts as the plain heatmap peak, refinement is learned from there
+            self.offset_deconv = nn.ConvTranspose2d(dim, 2 * num_keypoints, 4, stride=2, padding=1)
+            nn.init.zeros_(self.offset_deconv.weight)
+            nn.init.zeros_(self.offset_deconv.bias)
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(self.heatmap_size, self.heatmap_size), mode="bilinear", align_corners=False)
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.tower(pooled)  # (R, D, S, S)
+        heatmaps = self._upsample(self.heatmap_deconv(x))  # (R, K, H, H) logits
+        offsets = None if self.offset_deconv is None else self._upsample(self.offset_deconv(x))  # (R, 2K, H, H)
+        return heatmaps, offsets
+
+    def loss(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, proposals: list[torch.Tensor],
+             matched_idxs: list[torch.Tensor], gt_keypoints: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        graph_anchor = zero_loss(heatmaps, *([] if offsets is None else [offsets]))
+        rois = torch.cat(proposals)  # (R, 4)
+        kps = torch.cat([gt[idx] for gt, idx in zip(gt_keypoints, matched_idxs)])  # (R, K, 3)
+        losses = {"loss_keypoint": graph_anchor}
+        if offsets is not None:
+            losses["loss_keypoint_offset"] = graph_anchor
+        if rois.shape[0] == 0:
+            return losses
+        targets = self.codec.encode(kps, rois)
+        if self.codec.loss == "mse":
+            # per-map sum of squared errors, averaged over every map (unlabelled ones have zero targets)
+            losses["loss_keypoint"] = ((heatmaps.sigmoid() - targets.heatmaps) ** 2).sum((2, 3)).mean()
+        elif targets.valid.any():
+            logits = heatmaps.flatten(2)[targets.valid]  # (V, H*H)
+            losses["loss_keypoint"] = F.cross_entropy(logits, targets.indices[targets.valid])
+        if offsets is not None and targets.offset_weights.any():
+            num_rois, num_kps, size, _ = heatmaps.shape
+            pred = offsets.view(num_rois, num_kps, 2, size, size).permute(0, 1, 3, 4, 2)  # (R, K, H, H, 2)
+            tgt = targets.offsets.permute(0, 1, 3, 4, 2)
+            w = targets.offset_weights
+            losses["loss_keypoint_offset"] = F.smooth_l1_loss(pred[w], tgt[w], beta=1 / 9)
+        return losses
+
+    @torch.no_grad()
+    def inference(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None,
+                  boxes: list[torch.Tensor]) -> list[DecodedKeypoints]:
+        decoded = self.codec.decode(heatmaps, offsets, torch.cat(boxes))
+        counts = [b.shape[0] for b in boxes]
+        return [DecodedKeypoints(k, s, p) for k, s, p in
+                zip(decoded.keypoints.split(counts), decoded.scores.split(counts), decoded.peaks.split(counts))]

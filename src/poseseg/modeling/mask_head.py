@@ -1,0 +1,54 @@
+"""Mask head: conv tower + 2x deconv -> per-class 28x28 mask logits; L_SEG = per-pixel sigmoid BCE."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+from poseseg.modeling.conv_tower import ConvTower, zero_loss
+
+
+class MaskHead(nn.Module):
+    loss_names = ("loss_mask",)
+
+    def __init__(self, *, in_channels: int, num_convs: int, conv_dim: int, num_classes: int):
+        super().__init__()
+        self.tower = ConvTower(in_channels=in_channels, dim=conv_dim, num_convs=num_convs)
+        self.deconv = nn.ConvTranspose2d(self.tower.out_channels, conv_dim, 2, stride=2)
+        self.predictor = nn.Conv2d(conv_dim, num_classes, 1)
+        nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self.predictor.weight, std=0.001)  # small logits: the initial loss is ~log 2
+        for layer in (self.deconv, self.predictor):
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = self.tower(pooled)  # (R, D, S, S)
+        x = F.relu(self.deconv(x))  # (R, D, 2S, 2S)
+        return self.predictor(x)  # (R, num_classes, 2S, 2S)
+
+    def loss(self, mask_logits: torch.Tensor, proposals: list[torch.Tensor], labels: list[torch.Tensor],
+             matched_idxs: list[torch.Tensor], gt_masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """BCE between the logits of each RoI's class and its ground-truth mask cropped to the RoI."""
+        size = mask_logits.shape[-1]
+        targets = [crop_masks(m, p, i, size) for m, p, i in zip(gt_masks, proposals, matched_idxs)]
+        labels_all = torch.cat(labels)
+        if labels_all.numel() == 0:
+            return {"loss_mask": zero_loss(mask_logits)}
+        logits = mask_logits[torch.arange(labels_all.numel(), device=labels_all.device), labels_all]  # (R, M, M)
+        return {"loss_mask": F.binary_cross_entropy_with_logits(logits, torch.cat(targets))}
+
+    @torch.no_grad()
+    def inference(self, mask_logits: torch.Tensor, labels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per image: (N, 1, M, M) probabilities of the predicted class, in RoI coordinates."""
+        labels_all = torch.cat(labels)
+        probs = mask_logits[torch.arange(labels_all.numel(), device=labels_all.device), labels_all].sigmoid()
+        return list(probs[:, None].split([len(lbl) for lbl in labels]))
+
+
+def crop_masks(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idxs: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample each RoI's matched (H, W) mask into the RoI: (R, size, size) in [0, 1]."""
+    if boxes.shape[0] == 0:
+        return boxes.new_zeros((0, size, size))
+    rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)  # (R, 5) batch index + box
+    return roi_align(gt_masks[:, None].to(boxes), rois, (size, size), 1.0)[:, 0]

@@ -1,0 +1,233 @@
+"""The assembled multi-task model: backbone -> FPN -> RPN -> RoI pooling -> box / mask / keypoint heads.
+
+``model(images, targets)`` in training mode returns the loss terms; ``model(images)`` in eval
+mode returns one Prediction per image (the contract is in ``poseseg.types``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_keypoints
+
+from poseseg.config import Config, ModelConfig
+from poseseg.modeling.backbone import ResNet
+from poseseg.modeling.box_head import BoxHead
+from poseseg.modeling.conv_tower import zero_loss
+from poseseg.modeling.fpn import FPN
+from poseseg.modeling.keypoint_head import KeypointHead
+from poseseg.modeling.mask_head import MaskHead
+from poseseg.modeling.pooler import RoIPooler
+from poseseg.modeling.roi_sampling import ProposalSampler, SampledRoIs
+from poseseg.modeling.rpn import build_rpn
+from poseseg.types import Prediction, Target
+
+
+class PoseSegModel(nn.Module):
+    def __init__(self, *, transform: GeneralizedRCNNTransform, backbone: ResNet, fpn: FPN, rpn: nn.Module,
+                 sampler: ProposalSampler, box_pooler: RoIPooler, box_head: BoxHead,
+                 mask_pooler: RoIPooler | None = None, mask_head: MaskHead | None = None,
+                 keypoint_pooler: RoIPooler | None = None, keypoint_head: KeypointHead | None = None,
+                 mask_max_rois: int = 128, keypoint_max_rois: int = 128,
+                 loss_weights: dict[str, float] | None = None):
+        super().__init__()
+        self.transform = transform
+        self.backbone = backbone
+        self.fpn = fpn
+        self.rpn = rpn
+        self.sampler = sampler
+        self.box_pooler, self.box_head = box_pooler, box_head
+        self.mask_pooler, self.mask_head = mask_pooler, mask_head
+        self.keypoint_pooler, self.keypoint_head = keypoint_pooler, keypoint_head
+        self.mask_max_rois = mask_max_rois
+        self.keypoint_max_rois = keypoint_max_rois
+        self.loss_weights = loss_weights or {}
+        self.keypoint_schema: dict | None = None  # names, skeleton, flip pairs, sigmas; set by training
+        self.return_keypoint_peaks = False  # add `keypoint_peaks` (N, K, 2) to predictions (for drawing)
+
+    @property
+    def heads(self) -> list[str]:
+        return ["box"] + [n for n in ("mask", "keypoint") if getattr(self, f"{n}_head") is not None]
+
+    def forward(self, images: list[torch.Tensor], targets: list[Target] | None = None):
+        _check_inputs(images, targets, self.training, self.heads)
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        plain_targets, crowd_boxes = _split_crowd(targets) if targets is not None else (None, None)
+        batch, plain_targets = self.transform(images, plain_targets)
+        features = self.fpn(self.backbone(batch.tensors))  # p{l}: (B, C, H/2**l, W/2**l)
+        rpn_targets = None if plain_targets is None else [{"boxes": t["boxes"]} for t in plain_targets]
+        proposals, rpn_losses = self.rpn(batch, features, rpn_targets)  # each (P_i, 4)
+        if self.training:
+            if crowd_boxes is not None:
+                for t, crowd in zip(plain_targets, crowd_boxes):
+                    t["crowd_boxes"] = crowd
+            losses = {"loss_rpn_objectness": rpn_losses["loss_objectness"],
+                      "loss_rpn_box": rpn_losses["loss_rpn_box_reg"]}
+            losses.update(self._head_losses(features, proposals, batch.image_sizes, plain_targets))
+            return {k: v * self.loss_weights.get(k, 1.0) for k, v in losses.items()}
+        detections = self._detect(features, proposals, batch.image_sizes)
+        peaks = [d.pop("keypoint_peaks", None) for d in detections]
+        detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        if self.return_keypoint_peaks and self.keypoint_head is not None:
+            for d, p, size, orig in zip(detections, peaks, batch.image_sizes, original_sizes):
+                d["keypoint_peaks"] = resize_keypoints(p, size, orig)
+        return detections
+
+    def _head_losses(self, features, proposals, image_sizes, targets) -> dict[str, torch.Tensor]:
+        rois = self.sampler(proposals, targets)
+        class_logits, box_deltas = self.box_head(self.box_pooler(features, rois.proposals, image_sizes))
+        matched_boxes = [t["boxes"][i] if t["boxes"].numel() else torch.zeros_like(p)
+                         for t, i, p in zip(targets, rois.matched_idxs, rois.proposals)]
+        losses = self.box_head.loss(class_logits, box_deltas, rois.labels, rois.proposals, matched_boxes)
+        if self.mask_head is not None:
+            pos = rois.positives(self.mask_max_rois)
+            if pos.num_rois() == 0:
+                losses.update(self._idle_head_losses("mask", features, rois, image_sizes))
+            else:
+                logits = self.mask_head(self.mask_pooler(features, pos.proposals, image_sizes))
+                losses.update(self.mask_head.loss(logits, pos.proposals, pos.labels, pos.matched_idxs,
+                                                  [t["masks"] for t in targets]))
+        if self.keypoint_head is not None:
+            pos = rois.positives(self.keypoint_max_rois)
+            if pos.num_rois() == 0:
+                losses.update(self._idle_head_losses("keypoint", features, rois, image_sizes))
+            else:
+                heatmaps, offsets = self.keypoint_head(self.keypoint_pooler(features, pos.proposals, image_sizes))
+                losses.update(self.keypoint_head.loss(heatmaps, offsets, pos.proposals, pos.matched_idxs,
+                                                      [t["keypoints"] for t in targets]))
+        return losses
+
+    def _idle_head_losses(self, name: str, features, rois: SampledRoIs, image_sizes) -> dict[str, torch.Tensor]:
+        """No foreground RoI in the batch: run the head on one RoI and return zero losses tied to its
+        outputs, so every parameter still gets a (zero) gradient and DDP never waits for it."""
+        head, pooler = getattr(self, f"{name}_head"), getattr(self, f"{name}_pooler")
+        one = [p[:1] if i == 0 else p[:0] for i, p in enumerate(rois.proposals)]
+        outputs = head(pooler(features, one, image_sizes))
+        outputs = [o for o in (outputs if isinstance(outputs, tuple) else (outputs,)) if o is not None]
+        return {n: zero_loss(*outputs) for n in head.loss_names}
+
+    def _detect(self, features, proposals, image_sizes) -> list[dict[str, torch.Tensor]]:
+        class_logits, box_deltas = self.box_head(self.box_pooler(features, proposals, image_sizes))
+        detections = self.box_head.inference(class_logits, box_deltas, proposals, image_sizes)
+        boxes = [d["boxes"] for d in detections]
+        num_boxes = sum(b.shape[0] for b in boxes)
+        if self.mask_head is not None:
+            if num_boxes:
+                logits = self.mask_head(self.mask_pooler(features, boxes, image_sizes))
+                probs = self.mask_head.inference(logits, [d["labels"] for d in detections])
+            else:
+                size = 2 * self.mask_pooler.output_size
+                probs = [b.new_zeros((0, 1, size, size)) for b in boxes]
+            for d, p in zip(detections, probs):
+                d["masks"] = p  # (N, 1, M, M): pasted into the image by the transform
+        if self.keypoint_head is not None:
+            k = self.keypoint_head.num_keypoints
+            if num_boxes:
+                heatmaps, offsets = self.keypoint_head(self.keypoint_pooler(features, boxes, image_sizes))
+                decoded = self.keypoint_head.inference(heatmaps, offsets, boxes)
+            else:
+                decoded = None
+            for i, d in enumerate(detections):
+                n = boxes[i].shape[0]
+                d["keypoints"] = decoded[i].keypoints if decoded else boxes[i].new_zeros((n, k, 3))
+                d["keypoint_scores"] = decoded[i].scores if decoded else boxes[i].new_zeros((n, k))
+                d["keypoint_peaks"] = decoded[i].peaks if decoded else boxes[i].new_zeros((n, k, 2))
+        return detections
+
+
+def _split_crowd(targets: list[Target]) -> tuple[list[dict], list[torch.Tensor]]:
+    """Drop crowd annotations from the targets; return their boxes separately (ignore regions)."""
+    plain, crowd = [], []
+    for t in targets:
+        is_crowd = t.get("iscrowd")
+        keep = slice(None) if is_crowd is None else (is_crowd == 0)
+        plain.append({k: (v[keep] if isinstance(v, torch.Tensor) and v.ndim > 0 and k != "image_id" else v)
+                      for k, v in t.items() if k != "iscrowd"})
+        crowd.append(t["boxes"][is_crowd != 0] if is_crowd is not None else t["boxes"][:0])
+    return plain, crowd
+
+
+def _check_inputs(images, targets, training: bool, heads: list[str]) -> None:
+    """Clear errors for the mistakes users make with detection models, before torch raises deep inside."""
+    if not isinstance(images, (list, tuple)) or not all(isinstance(i, torch.Tensor) and i.ndim == 3 and
+                                                         i.shape[0] == 3 for i in images):
+        raise ValueError("images must be a list of (3, H, W) float tensors in [0, 1]")
+    if not training:
+        return
+    if targets is None or len(targets) != len(images):
+        raise ValueError(f"training needs one target dict per image; got {len(images)} images and "
+                         f"{'no' if targets is None else len(targets)} targets")
+    needed = {"box": "boxes", "mask": "masks", "keypoint": "keypoints"}
+    for i, (img, t) in enumerate(zip(images, targets)):
+        for head in heads:
+            if needed[head] not in t:
+                raise ValueError(f"target {i} has no '{needed[head]}' but the model has a {head} head "
+                                 f"(model.heads={heads}); add it or drop the head")
+        n = t["boxes"].shape[0]
+        if t["boxes"].ndim != 2 or t["boxes"].shape[-1] != 4:
+            raise ValueError(f"target {i}: 'boxes' must be (N, 4) xyxy, got shape {tuple(t['boxes'].shape)}")
+        if n and not (t["boxes"][:, 2:] > t["boxes"][:, :2]).all():
+            raise ValueError(f"target {i}: every box needs x2 > x1 and y2 > y1 (xyxy pixels); drop degenerate boxes")
+        if "masks" in t and "mask" in heads and tuple(t["masks"].shape) != (n, *img.shape[-2:]):
+            raise ValueError(f"target {i}: 'masks' must be (N, H, W) = {(n, *img.shape[-2:])}, "
+                             f"got {tuple(t['masks'].shape)}")
+        if "keypoints" in t and "keypoint" in heads:
+            kps = t["keypoints"]
+            if kps.ndim != 3 or kps.shape[0] != n or kps.shape[2] != 3:
+                raise ValueError(f"target {i}: 'keypoints' must be (N, K, 3), got {tuple(kps.shape)}")
+
+
+def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
+    """Build the model a config describes (``cfg.model`` of a full Config, or a ModelConfig)."""
+    m = cfg.model if isinstance(cfg, Config) else cfg
+    transform = GeneralizedRCNNTransform(m.input.test_size, m.input.max_size, m.input.pixel_mean,
+                                         m.input.pixel_std, size_divisible=m.input.size_divisible,
+                                         _skip_resize=True)  # training images come resized by the data pipeline
+    b = m.backbone
+    backbone = ResNet(depth=b.depth, width=b.width, norm=b.norm, deform_stages=b.deform_stages,
+                      deform_modulated=b.deform_modulated, freeze_at=b.freeze_at)
+    fpn = FPN(in_channels=backbone.out_channels, in_stages=m.fpn.in_stages, out_channels=m.fpn.channels,
+              extra_pool=m.fpn.extra_pool)
+    r = m.rpn
+    rpn = build_rpn(level_names=fpn.level_names, in_channels=m.fpn.channels, anchor_sizes=r.anchor_sizes,
+                    aspect_ratios=r.aspect_ratios, conv_depth=r.conv_depth, fg_iou=r.fg_iou, bg_iou=r.bg_iou,
+                    batch_size_per_image=r.batch_size_per_image, positive_fraction=r.positive_fraction,
+                    pre_nms_top_n_train=r.pre_nms_top_n_train, post_nms_top_n_train=r.post_nms_top_n_train,
+                    pre_nms_top_n_test=r.pre_nms_top_n_test, post_nms_top_n_test=r.post_nms_top_n_test,
+                    nms_thresh=r.nms_thresh, score_thresh=r.score_thresh)
+    roi_levels = [f"p{s}" for s in m.fpn.in_stages]
+
+    def pooler(head: str, size: int) -> RoIPooler:
+        if head in m.roi.deform_pool:
+            from poseseg.modeling.deform_pooler import DeformRoIPooler
+
+            return DeformRoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
+                                   channels=m.fpn.channels)
+        return RoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio)
+
+    sampler = ProposalSampler(fg_iou=m.roi.fg_iou, bg_iou=m.roi.bg_iou,
+                              batch_size_per_image=m.roi.batch_size_per_image,
+                              positive_fraction=m.roi.positive_fraction)
+    box_head = BoxHead(in_channels=m.fpn.channels, pooled_size=m.box.pooled_size, fc_dim=m.box.fc_dim,
+                       num_classes=m.num_classes, bbox_reg_weights=m.box.bbox_reg_weights,
+                       score_thresh=m.box.score_thresh, nms_thresh=m.box.nms_thresh,
+                       detections_per_image=m.box.detections_per_image)
+    parts: dict = {}
+    if "mask" in m.heads:
+        parts["mask_pooler"] = pooler("mask", m.mask.pooled_size)
+        parts["mask_head"] = MaskHead(in_channels=m.fpn.channels, num_convs=m.mask.num_convs,
+                                      conv_dim=m.mask.conv_dim, num_classes=m.num_classes)
+    if "keypoint" in m.heads:
+        k = m.keypoint
+        parts["keypoint_pooler"] = pooler("keypoint", k.pooled_size)
+        parts["keypoint_head"] = KeypointHead(
+            in_channels=m.fpn.channels, num_keypoints=k.num_keypoints, num_convs=k.num_convs, conv_dim=k.conv_dim,
+            heatmap_size=k.heatmap_size, offsets=k.offsets, loss=k.loss, sigma=k.sigma,
+            offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated)
+    loss_weights = {"loss_rpn_objectness": r.loss_weight, "loss_rpn_box": r.loss_weight,
+                    "loss_box_cls": m.box.loss_weight, "loss_box_reg": m.box.loss_weight,
+                    "loss_mask": m.mask.loss_weight, "loss_keypoint": m.keypoint.loss_weight,
+                    "loss_keypoint_offset": m.keypoint.offset_loss_weight}
+    return PoseSegModel(transform=transform, backbone=backbone, fpn=fpn, rpn=rpn, sampler=sampler,
+                        box_pooler=pooler("box", m.box.pooled_size), box_head=box_head,
+                        mask_max_rois=m.mask.max_rois_per_image, keypoint_max_rois=m.keypoint.max_rois_per_image,
+                        loss_weights=loss_weights, **parts)
