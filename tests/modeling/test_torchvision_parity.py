@@ -1,0 +1,76 @@
+"""Our model with torchvision's weights reproduces torchvision's Keypoint / Mask R-CNN outputs."""
+import pytest
+import torch
+import torchvision
+
+import poseseg
+from poseseg.weights import from_torchvision, load_torchvision
+
+SIZE = 256
+
+
+def _image():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 200, 280, generator=g)
+    img[:, 40:160, 60:120] += 0.5  # some structure so proposals are not all alike
+    return img.clamp(0, 1)
+
+
+def _ours(heads):
+    cfg = poseseg.load_config("paper_regular", overrides=[
+        f"model.heads={heads}", "model.backbone.norm=bn", "model.keypoint.loss=ce",
+        "model.keypoint.offsets=false", f"model.input.test_size={SIZE}", "model.input.max_size=400"])
+    return poseseg.build_model(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", ["keypoint", "mask"])
+def test_same_outputs_as_torchvision(kind):
+    torch.manual_seed(0)
+    build = (torchvision.models.detection.keypointrcnn_resnet50_fpn if kind == "keypoint"
+             else torchvision.models.detection.maskrcnn_resnet50_fpn)
+    theirs = build(weights=None, weights_backbone=None, num_classes=2, min_size=SIZE, max_size=400).eval()
+    ours = _ours(f"[box,{kind}]")
+    state = theirs.state_dict()
+    report = load_torchvision(ours, **{f"{kind}_state": state})
+    assert not report.unexpected and report.loaded
+    img = _image()
+    with torch.no_grad():
+        want = theirs([img])[0]
+        got = ours([img])[0]
+    assert want["boxes"].shape[0] >= 3  # random weights still give detections to compare
+    torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got["labels"], want["labels"])
+    if kind == "mask":
+        torch.testing.assert_close(got["masks"], want["masks"], atol=1e-4, rtol=1e-4)
+    else:
+        # heatmap logits on the final boxes, through each model's own pooler and head
+        with torch.no_grad():
+            batch, _ = theirs.transform([img])
+            feats = theirs.backbone(batch.tensors)
+            boxes = [theirs.transform.postprocess([{"boxes": want["boxes"]}], [tuple(img.shape[-2:])],
+                                                  batch.image_sizes)[0]["boxes"]]
+            tv = theirs.roi_heads.keypoint_predictor(theirs.roi_heads.keypoint_head(
+                theirs.roi_heads.keypoint_roi_pool(feats, boxes, batch.image_sizes)))
+            our_feats = ours.fpn(ours.backbone(batch.tensors))
+            heatmaps, offsets = ours.keypoint_head(ours.keypoint_pooler(our_feats, boxes, batch.image_sizes))
+        assert offsets is None
+        torch.testing.assert_close(heatmaps, tv, atol=1e-4, rtol=1e-4)
+
+
+def test_coco_91_class_checkpoint_is_cut_to_person():
+    theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    state = theirs.state_dict()
+    converted = from_torchvision(mask_state=state)
+    cls_w = state["roi_heads.box_predictor.cls_score.weight"]
+    torch.testing.assert_close(converted["box_head.cls_score.weight"], cls_w[[0, 1]])
+    reg_w = state["roi_heads.box_predictor.bbox_pred.weight"]
+    torch.testing.assert_close(converted["box_head.bbox_pred.weight"], reg_w[[0, 1, 2, 3, 4, 5, 6, 7]])
+    assert converted["mask_head.predictor.weight"].shape[0] == 2
+
+
+def test_mismatched_config_is_a_clear_error():
+    theirs = torchvision.models.detection.keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+    ours = poseseg.build_model(poseseg.load_config("tiny"))
+    with pytest.raises(ValueError, match="matching config"):
+        load_torchvision(ours, keypoint_state=theirs.state_dict())
