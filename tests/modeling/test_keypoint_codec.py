@@ -1,0 +1,77 @@
+"""Keypoint codec: encode ground truth into targets and decode it back."""
+import pytest
+import torch
+
+from poseseg.modeling.keypoint_codec import KeypointCodec, sample_bilinear
+
+
+def random_rois_and_keypoints(n=64, k=17, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 300
+    wh = 20 + torch.rand(n, 2, generator=g) * 200
+    rois = torch.cat([xy, xy + wh], dim=1)
+    frac = torch.rand(n, k, 2, generator=g)
+    kps = torch.cat([rois[:, None, :2] + frac * wh[:, None], torch.full((n, k, 1), 2.0)], dim=-1)
+    return rois, kps
+
+
+def round_trip_error_in_cells(codec, rois, kps):
+    t = codec.encode(kps, rois)
+    heatmaps = t.heatmaps if codec.loss == "mse" else torch.nn.functional.one_hot(
+        t.indices, codec.heatmap_size**2).float().view(*t.indices.shape, codec.heatmap_size, codec.heatmap_size)
+    offsets = None if t.offsets is None else t.offsets.flatten(1, 2)  # (R, 2K, H, H)
+    decoded = codec.decode(heatmaps, offsets, rois)
+    cell = (rois[:, 2:] - rois[:, :2]) / codec.heatmap_size  # (R, 2) pixels per cell
+    err = (decoded.keypoints[..., :2] - kps[..., :2]) / cell[:, None]
+    return err.norm(dim=-1).mean().item()
+
+
+def test_round_trip_with_offsets_is_sub_cell_exact():
+    rois, kps = random_rois_and_keypoints()
+    assert round_trip_error_in_cells(KeypointCodec(loss="mse", use_offsets=True), rois, kps) < 0.05
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_round_trip_without_offsets_suffers_argmax_quantization(loss):
+    rois, kps = random_rois_and_keypoints()
+    assert round_trip_error_in_cells(KeypointCodec(loss=loss, use_offsets=False), rois, kps) >= 0.2
+
+
+def test_targets_for_unlabelled_and_outside_keypoints_are_empty():
+    codec = KeypointCodec()
+    rois = torch.tensor([[0.0, 0.0, 56.0, 56.0]])
+    kps = torch.tensor([[[10.5, 10.5, 2.0], [20.0, 20.0, 0.0], [80.0, 10.0, 2.0], [30.0, 5.0, 1.0]]])
+    t = codec.encode(kps, rois)
+    assert t.valid.tolist() == [[True, False, False, True]]
+    assert t.heatmaps[0, 1].sum() == 0 and t.heatmaps[0, 2].sum() == 0
+    assert t.heatmaps[0, 0].max() == pytest.approx(1.0, abs=1e-6)
+    assert t.heatmaps[0, 0, 10, 10] == pytest.approx(1.0)  # the cell whose centre is the keypoint
+    assert t.offset_weights[0, 1].sum() == 0 and t.offset_weights[0, 0].sum() > 0
+    # the cell containing the point is its ce class
+    assert t.indices[0, 0].item() == 10 * 56 + 10
+
+
+def test_decode_maps_peak_to_image_pixels():
+    codec = KeypointCodec(use_offsets=False)
+    heatmaps = torch.full((1, 1, 56, 56), -10.0)
+    heatmaps[0, 0, 7, 21] = 5.0  # row 7, column 21
+    rois = torch.tensor([[100.0, 200.0, 212.0, 312.0]])  # 2 px per cell
+    out = codec.decode(heatmaps, None, rois)
+    assert out.keypoints[0, 0].tolist() == pytest.approx([100 + 21.5 * 2, 200 + 7.5 * 2, 1.0])
+    assert out.scores[0, 0].item() == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
+
+
+def test_sample_bilinear_matches_a_naive_loop():
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randn(2, 3, 2, 6, 7, generator=g)
+    points = torch.rand(2, 3, 2, generator=g) * torch.tensor([6.0, 5.0])
+    got = sample_bilinear(maps, points)
+    want = torch.zeros(2, 3, 2)
+    for r in range(2):
+        for k in range(3):
+            px, py = points[r, k].tolist()
+            for qy in range(6):
+                for qx in range(7):
+                    w = max(0, 1 - abs(qx - px)) * max(0, 1 - abs(qy - py))
+                    want[r, k] += w * maps[r, k, :, qy, qx]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
