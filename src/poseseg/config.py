@@ -179,6 +179,7 @@ class TrainConfig:
     eval_every: int = 0
     log_every: int = 20
     seed: int = 0
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1
     init_weights: str = ""
     output_dir: str = "runs/train"
     name: str = ""

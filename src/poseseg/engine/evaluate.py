@@ -1,0 +1,160 @@
+"""COCO evaluation: predictions -> COCO results JSON -> AP tables for bbox, segm and keypoints.
+
+Each process predicts its share of the images; the results are gathered on rank 0, which runs
+pycocotools on the person category (OKS with the schema's sigmas) and shares the metrics.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from poseseg.engine import distributed as dist
+
+IOU_TYPES = {"box": "bbox", "mask": "segm", "keypoint": "keypoints"}
+STAT_NAMES = {
+    "bbox": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
+    "segm": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
+    "keypoints": ["AP", "AP50", "AP75", "APm", "APl"],  # COCO keypoints have no small-object AP
+}
+
+
+def prediction_to_coco(pred: dict, image_id: int, category_id: int, mask_thresh: float = 0.5) -> dict[str, list]:
+    """One image's Prediction (tensors or arrays) -> COCO result dicts per iou type."""
+    boxes = np.asarray(_np(pred["boxes"]), dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(_np(pred["scores"]), dtype=np.float64).reshape(-1)
+    out: dict[str, list] = {"bbox": [], "segm": [], "keypoints": []}
+    for i, (box, score) in enumerate(zip(boxes, scores)):
+        x1, y1, x2, y2 = box.tolist()
+        base = {"image_id": int(image_id), "category_id": int(category_id), "score": float(score)}
+        out["bbox"].append({**base, "bbox": [x1, y1, x2 - x1, y2 - y1]})
+        if "masks" in pred:
+            m = _np(pred["masks"])[i]
+            m = m[0] if m.ndim == 3 else m
+            binary = np.asfortranarray((m > mask_thresh) if m.dtype != bool else m, dtype=np.uint8)
+            rle = mask_util.encode(binary)
+            rle["counts"] = rle["counts"].decode("ascii")
+            out["segm"].append({**base, "segmentation": rle})
+        if "keypoints" in pred:
+            kps = np.asarray(_np(pred["keypoints"])[i], dtype=np.float64)
+            flat = np.concatenate([kps[:, :2], np.ones((kps.shape[0], 1))], axis=1).reshape(-1)
+            out["keypoints"].append({**base, "keypoints": flat.tolist()})
+    return out
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def coco_metrics(gt: COCO, results: dict[str, list], *, category_id: int, iou_types: list[str],
+                 sigmas: list[float] | None = None, image_ids: list[int] | None = None,
+                 verbose: bool = False) -> dict[str, dict[str, float]]:
+    """pycocotools AP tables; an iou type with no predictions scores 0 (no crash)."""
+    metrics: dict[str, dict[str, float]] = {}
+    for iou_type in iou_types:
+        dets = results.get(iou_type, [])
+        names = STAT_NAMES[iou_type]
+        if not dets:
+            metrics[iou_type] = {n: 0.0 for n in names}
+            continue
+        quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+        with quiet:
+            dt = gt.loadRes(_copy_results(dets))
+            ev = COCOeval(gt, dt, iou_type)
+            ev.params.catIds = [category_id]
+            if image_ids is not None:
+                ev.params.imgIds = sorted(image_ids)
+            if iou_type == "keypoints":
+                if sigmas is None:
+                    raise ValueError("keypoint evaluation needs OKS sigmas (data.oks_sigmas) for this schema")
+                ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        # pycocotools reports -1 where no ground truth exists in an area range: keep that as None
+        metrics[iou_type] = {n: (float(v) if v >= 0 else None) for n, v in zip(names, ev.stats[: len(names)])}
+    return metrics
+
+
+def _copy_results(dets: list[dict]) -> list[dict]:
+    # loadRes mutates its input (adds area, id, bbox); keep the caller's list clean
+    return [dict(d) for d in dets]
+
+
+def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+    """A small AP table: one row per iou type, values in percent."""
+    cols = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    lines = [f"{'':10s}" + "".join(f"{c:>8s}" for c in cols)]
+    for iou_type, stats in metrics.items():
+        row = "".join(f"{'-' if stats.get(c) is None else f'{100 * stats[c]:.1f}':>8s}" for c in cols)
+        lines.append(f"{iou_type:10s}{row}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2, progress: bool = False) -> list:
+    """(image_id, Prediction) for this process's share of ``dataset`` (every world_size-th image).
+
+    An image that cannot be read stops evaluation with an error that names it: a silently
+    skipped image would change the AP.
+    """
+    from poseseg.data.image_io import ImageReadError
+
+    model.eval()
+    indices = list(range(dist.rank(), len(dataset), dist.world_size()))
+    out = []
+    iterator = range(0, len(indices), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="eval", unit="batch", leave=False)
+    for start in iterator:
+        batch = []
+        for i in indices[start:start + batch_size]:
+            try:
+                batch.append(dataset.load(i))
+            except ImageReadError as e:
+                raise ImageReadError(e.path, f"{e.reason} (evaluation needs every image; fix or remove it "
+                                             "from the JSON)") from None
+        images = [img.to(device) for img, _ in batch]
+        preds = model(images)
+        out.extend((int(t["image_id"]), {k: v.cpu() for k, v in p.items()}) for (_, t), p in zip(batch, preds))
+    return out
+
+
+def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None = None, batch_size: int = 2,
+             heads: list[str] | None = None, sigmas: list[float] | None = None, progress: bool = False,
+             verbose: bool = False) -> dict[str, dict[str, float]]:
+    """Predict on every image of ``dataset`` (a CocoPeopleDataset), gather, score with pycocotools.
+
+    Writes ``results_{bbox,segm,keypoints}.json`` and ``metrics.json`` into ``out_dir`` (rank 0).
+    """
+    heads = heads or model.heads
+    iou_types = [IOU_TYPES[h] for h in heads]
+    mine = predict_dataset(model, dataset, device=device, batch_size=batch_size, progress=progress)
+    results: dict[str, list] = {t: [] for t in iou_types}
+    for image_id, pred in mine:
+        for iou_type, dets in prediction_to_coco(pred, image_id, dataset.category_id).items():
+            if iou_type in results:
+                results[iou_type].extend(dets)
+    gathered = dist.all_gather_objects(results)
+    metrics = None
+    if dist.is_main():
+        merged = {t: [d for part in gathered for d in part[t]] for t in iou_types}
+        metrics = coco_metrics(dataset.coco, merged, category_id=dataset.category_id, iou_types=iou_types,
+                               sigmas=sigmas if sigmas is not None else dataset.schema.sigmas,
+                               image_ids=dataset.image_ids, verbose=verbose)
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for iou_type, dets in merged.items():
+                (out_dir / f"results_{iou_type}.json").write_text(json.dumps(dets))
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return dist.broadcast_object(metrics)

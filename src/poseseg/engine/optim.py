@@ -1,0 +1,59 @@
+"""Optimizer, learning-rate schedule and which parameters train."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from poseseg.config import TrainConfig
+
+
+def scaled_lr(train: TrainConfig, world_size: int) -> float:
+    """Linear scaling rule: ``base_lr`` is for ``lr_reference_batch`` images in total per step."""
+    return train.base_lr * train.batch_size * world_size / train.lr_reference_batch
+
+
+def apply_freeze(model: nn.Module, mode: str) -> list[str]:
+    """``deform_only``: train only the backbone's deformable convolutions (and their offset
+    branches) plus everything after the backbone — the paper's "for the refinement backbone we
+    only train the part which uses deformable convolution". Returns the frozen parameter names."""
+    if mode == "none":
+        return []
+    if mode != "deform_only":
+        raise ValueError(f"train.freeze={mode!r}; choose none or deform_only")
+    from poseseg.ops import DeformConv2d
+
+    deform_params = {id(p) for m in model.backbone.modules() if isinstance(m, DeformConv2d) for p in m.parameters()}
+    if not deform_params:
+        raise ValueError("train.freeze=deform_only but the backbone has no deformable convs; "
+                         "set model.backbone.deform_stages, e.g. [3, 4, 5]")
+    frozen = []
+    for name, p in model.backbone.named_parameters():
+        if id(p) not in deform_params and p.requires_grad:
+            p.requires_grad_(False)
+            frozen.append(f"backbone.{name}")
+    return frozen
+
+
+def build_optimizer(model: nn.Module, train: TrainConfig, world_size: int) -> torch.optim.Optimizer:
+    """SGD with momentum; no weight decay on norm layers and biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=scaled_lr(train, world_size), momentum=train.momentum)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from ``warmup_factor``, then ÷(1/gamma) at each of ``lr_steps``."""
+    steps = sorted(train.lr_steps)
+
+    def factor(it: int) -> float:
+        f = train.lr_gamma ** sum(it >= s for s in steps)
+        if it < train.warmup_iters:
+            alpha = it / train.warmup_iters
+            f *= train.warmup_factor * (1 - alpha) + alpha
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

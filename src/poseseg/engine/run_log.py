@@ -1,0 +1,88 @@
+"""Run folders and what a run writes while it trains: metrics.jsonl, TensorBoard, progress."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+
+def new_run_dir(root: str | Path, name: str = "") -> Path:
+    """``root/NAME`` auto-numbered (``exp``, ``exp2``, ...): an existing run is never overwritten."""
+    root = Path(root)
+    base = name or "exp"
+    taken = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    if base not in taken:
+        chosen = base
+    else:
+        nums = [int(m.group(1)) for t in taken if (m := re.fullmatch(re.escape(base) + r"(\d+)", t))]
+        chosen = f"{base}{max(nums + [1]) + 1}"
+    path = root / chosen
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+class RunLogger:
+    """metrics.jsonl (one JSON object per logged step), TensorBoard if installed, and a progress
+    line: a tqdm bar with ETA on a terminal, plain lines otherwise."""
+
+    def __init__(self, run_dir: Path, *, total_iters: int, start_iter: int, enabled: bool = True):
+        self.enabled = enabled
+        self.total = total_iters
+        self.start_time = time.perf_counter()
+        self.start_iter = start_iter
+        self.jsonl = open(run_dir / "metrics.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed: the jsonl has everything
+                self.tb = None
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_iters, initial=start_iter, unit="it", dynamic_ncols=True)
+
+    def log(self, iteration: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"iter": iteration, **values}
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, iteration)
+        loss_text = " ".join(f"{k.removeprefix('loss_')}={v:.3f}" for k, v in values.items() if k.startswith("loss"))
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"lr={values.get('lr', 0):.4g} {loss_text}", refresh=False)
+        else:
+            done = iteration - self.start_iter
+            elapsed = time.perf_counter() - self.start_time
+            eta = elapsed / max(done, 1) * (self.total - iteration)
+            print(f"[{iteration}/{self.total}] lr={values.get('lr', 0):.4g} {loss_text} "
+                  f"({values.get('time_s', 0):.2f}s/it, eta {eta / 60:.1f} min)", flush=True)
+
+    def step(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,256 @@
+"""The training loop: one process or many (torchrun + DDP), exact resume, periodic evaluation."""
+from __future__ import annotations
+
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from poseseg.config import Config, config_from_dict
+from poseseg.engine import checkpoint as ckpt
+from poseseg.engine import distributed as dist
+from poseseg.engine.evaluate import evaluate, format_metrics
+from poseseg.engine.optim import apply_freeze, build_optimizer, build_scheduler, scaled_lr
+from poseseg.engine.run_log import RunLogger, new_run_dir
+from poseseg.modeling.model import PoseSegModel, build_model
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    final_checkpoint: Path
+    metrics: dict | None = None
+    skipped_images: list[str] = field(default_factory=list)
+    skipped_steps: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_resume(path: str | Path) -> Path:
+    """A checkpoint file, or the newest complete checkpoint in a run folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    latest = ckpt.latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"nothing to resume in {path}: no model_NNNNNNN.pt checkpoint there")
+    return latest
+
+
+def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a run was started with (saved in its checkpoint), plus any overrides."""
+    from poseseg.config import parse_override, set_key, validate
+
+    cfg = config_from_dict(ckpt.load_checkpoint(resolve_resume(path))["config"])
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_key(cfg, key, value, where=f"override '{text}'")
+    validate(cfg)
+    return cfg
+
+
+def build_datasets(cfg: Config, model_keypoints: int):
+    """Training and (optional) validation datasets with the keypoint schema checked against the model."""
+    from poseseg.data.coco import CocoPeopleDataset, resolve_schema
+    from poseseg.data.transforms import build_train_transforms
+
+    d = cfg.data
+    if not d.train_json or not d.train_images:
+        raise ValueError("no training data: set --data TRAIN_JSON and --images DIR "
+                         "(data.train_json, data.train_images)")
+    train_set = CocoPeopleDataset(d.train_json, d.train_images, category=d.category, keep_empty=d.keep_empty,
+                                  max_image_pixels=d.max_image_pixels)
+    schema = resolve_schema(train_set.schema, oks_sigmas=d.oks_sigmas, flip_pairs=d.flip_pairs,
+                            source=d.train_json, num_keypoints_model=model_keypoints)
+    transforms = build_train_transforms(d, schema)
+    val_set = None
+    if d.val_json:
+        val_set = CocoPeopleDataset(d.val_json, d.val_images, category=d.category, keep_empty=True,
+                                    max_image_pixels=d.max_image_pixels)
+    return train_set, val_set, transforms, schema
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False) -> TrainResult:
+    device = resolve_device(cfg.train.device)
+    dist.init_from_env(device)
+    rank, world = dist.rank(), dist.world_size()
+    t = cfg.train
+
+    # --- run folder and starting point
+    resume_path = resolve_resume(resume) if resume else None
+    if resume_path is not None:
+        run_dir = resume_path.parent
+    else:
+        run_dir = dist.broadcast_object(new_run_dir(t.output_dir, t.name) if dist.is_main() else None)
+    if dist.is_main():
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+
+    seed_everything(t.seed + rank)
+    model = build_model(cfg)
+    has_keypoints = model.keypoint_head is not None
+    train_set, val_set, transforms, schema = build_datasets(
+        cfg, model.keypoint_head.num_keypoints if has_keypoints else None)
+    model.keypoint_schema = schema.to_dict()
+    if t.init_weights:
+        load_weights(model, t.init_weights)
+    frozen = apply_freeze(model, t.freeze)
+    model.to(device)
+    optimizer = build_optimizer(model, t, world)
+    scheduler = build_scheduler(optimizer, t)
+    start_iter = 0
+    if resume_path is not None:
+        state = ckpt.load_checkpoint(resume_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_iter = int(state["iteration"])
+        rng_states = state["rng"]
+        ckpt.restore_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.is_distributed() else model
+    loader = iter(_train_loader(train_set, transforms, cfg, start_iter))
+    logger = RunLogger(run_dir, total_iters=t.iters, start_iter=start_iter, enabled=dist.is_main() and not quiet)
+    if frozen:
+        logger.message(f"train.freeze={t.freeze}: {len(frozen)} backbone tensors frozen")
+    logger.message(f"run folder {run_dir}; {len(train_set)} training images; lr {scaled_lr(t, world):.4g} "
+                   f"for {t.batch_size} x {world} images per step; iterations {start_iter}..{t.iters}")
+
+    use_amp = t.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    skipped_images: list[str] = []
+    skipped_steps = 0
+    metrics = None
+    net.train()
+    end = time.perf_counter()
+    for iteration in range(start_iter, t.iters):
+        images, targets = next(loader)
+        for tg in targets:
+            skipped_images.extend(tg.pop("skipped_images", []))
+        images = [img.to(device, non_blocking=True) for img in images]
+        targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tg.items()} for tg in targets]
+        data_time = time.perf_counter() - end
+        with torch.autocast(device.type, enabled=use_amp):
+            losses = net(images, targets)
+        total = sum(losses.values())
+        if not _all_finite(total, device):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            if t.nonfinite == "stop":
+                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {terms}. Lower train.base_lr, "
+                                         "set train.clip_grad_norm, or train.nonfinite=skip to skip such steps")
+            skipped_steps += 1
+            logger.message(f"skipping iteration {iteration}: non-finite loss ({terms})")
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            end = time.perf_counter()
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        if t.clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        done = iteration + 1
+        step_time = time.perf_counter() - end
+
+        if done % t.log_every == 0 or done == t.iters or done == start_iter + 1:
+            values = {k: v.item() for k, v in losses.items()}
+            values = dist.reduce_mean({**values, "loss": total.item()})
+            values.update(lr=optimizer.param_groups[0]["lr"], time_s=step_time, data_time_s=data_time,
+                          memory_mb=_memory_mb(device), skipped_images=len(skipped_images))
+            logger.log(done, values)
+        if done % t.checkpoint_every == 0 and done < t.iters:
+            _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, scheduler, done, cfg)
+            if dist.is_main():
+                ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
+        if t.eval_every and val_set is not None and done % t.eval_every == 0 and done < t.iters:
+            metrics = evaluate(model, val_set, device=device, batch_size=cfg.eval.batch_size)
+            logger.log(done, {f"{k}/{n}": v for k, s in metrics.items() for n, v in s.items() if v is not None})
+            logger.message(format_metrics(metrics))
+            net.train()
+        logger.step()
+        end = time.perf_counter()
+
+    final = run_dir / "model_final.pt"
+    _save(final, model, optimizer, scheduler, t.iters, cfg)
+    _save(run_dir / ckpt.checkpoint_name(t.iters), model, optimizer, scheduler, t.iters, cfg)
+    if dist.is_main():
+        ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
+    if val_set is not None:
+        metrics = evaluate(model, val_set, device=device, out_dir=run_dir, batch_size=cfg.eval.batch_size)
+        logger.message(format_metrics(metrics))
+    all_skipped = sorted({s for part in dist.all_gather_objects(skipped_images) for s in part})
+    if all_skipped:
+        logger.message(f"{len(all_skipped)} unreadable training image(s) were skipped: " + "; ".join(all_skipped[:10]))
+    logger.close()
+    dist.barrier()
+    return TrainResult(run_dir=run_dir, iterations=t.iters, final_checkpoint=final, metrics=metrics,
+                       skipped_images=all_skipped, skipped_steps=skipped_steps)
+
+
+def _train_loader(train_set, transforms, cfg: Config, start_iter: int):
+    from poseseg.data.loader import build_train_loader
+
+    return build_train_loader(train_set, transforms, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                              rank=dist.rank(), world_size=dist.world_size(), start_iter=start_iter,
+                              num_workers=cfg.data.num_workers)
+
+
+def _all_finite(total: torch.Tensor, device: torch.device) -> bool:
+    """The same answer on every rank, so a NaN on one process stops or skips all of them together."""
+    ok = torch.isfinite(total.detach()).to(torch.float32).reshape(1)
+    if dist.is_distributed():
+        import torch.distributed as tdist
+
+        tdist.all_reduce(ok, op=tdist.ReduceOp.MIN)
+    return bool(ok.item() > 0)
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _save(path: Path, model: PoseSegModel, optimizer, scheduler, iteration: int, cfg: Config) -> None:
+    rng = dist.all_gather_objects(ckpt.capture_rng_state())  # every rank's streams: exact resume
+    if dist.is_main():
+        ckpt.save_checkpoint(path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "iteration": iteration, "rng": rng, "config": cfg.to_dict(), "keypoint_schema": model.keypoint_schema,
+        })
+    dist.barrier()
+
+
+def load_weights(model: PoseSegModel, path: str | Path) -> None:
+    """Weights only (no iteration, optimizer or schedule) from a poseseg checkpoint or state dict."""
+    state = ckpt.model_state_from(ckpt.load_checkpoint(path))
+    own = model.state_dict()
+    mismatched = [f"{k}: {tuple(v.shape)} vs ours {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ValueError(f"--init-weights {path} does not fit this model's config: {mismatched[:3]}")
+    result = model.load_state_dict(state, strict=False)
+    if len(result.missing_keys) == len(own):
+        raise ValueError(f"--init-weights {path} shares no tensor with this model; is it a poseseg checkpoint? "
+                         "(torchvision detectors: use poseseg.weights.load_torchvision)")
