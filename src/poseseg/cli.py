@@ -1,0 +1,181 @@
+"""The ``poseseg`` command: synth, train, eval, predict, demo, check-data, show-data, presets.
+
+Every verb that takes a config also takes ``key=value`` overrides of any config key; the flags
+are shorthands for the most common keys.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from poseseg.config import ConfigError, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="preset name (see `poseseg presets`) or YAML file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iters=100")
+
+
+def _flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+    out = []
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+TRAIN_FLAGS = {"data": "data.train_json", "images": "data.train_images", "val_data": "data.val_json",
+               "val_images": "data.val_images", "iters": "train.iters", "batch_size": "train.batch_size",
+               "checkpoint_every": "train.checkpoint_every", "eval_every": "train.eval_every",
+               "name": "train.name", "init_weights": "train.init_weights", "device": "train.device",
+               "output_dir": "train.output_dir"}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from poseseg.engine.train import config_for_resume, train
+
+    overrides = _flag_overrides(args, TRAIN_FLAGS) + list(args.overrides)
+    resume = None
+    if args.resume is not None:
+        resume = args.resume or _latest_run(load_config(args.config, overrides).train.output_dir)
+        cfg = config_for_resume(resume, overrides)
+    else:
+        cfg = load_config(args.config or "tiny", overrides)
+    result = train(cfg, resume=resume)
+    print(f"done: {result.iterations} iterations; weights {result.final_checkpoint}")
+    return 0
+
+
+def _latest_run(output_dir: str) -> str:
+    root = Path(output_dir)
+    runs = sorted((p for p in root.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not runs:
+        raise FileNotFoundError(f"--resume: no run folder under {root}; give the run folder or checkpoint path")
+    return str(runs[-1])
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from poseseg.data.coco import CocoPeopleDataset
+    from poseseg.engine import distributed as dist
+    from poseseg.engine.evaluate import evaluate, format_metrics
+    from poseseg.engine.train import resolve_device
+    from poseseg.predictor import load_model
+
+    model, cfg = load_model(args.weights, config=args.config, overrides=args.overrides)
+    device = resolve_device(args.device or cfg.train.device)
+    dist.init_from_env(device)
+    model.to(device)
+    dataset = CocoPeopleDataset(args.data, args.images, category=cfg.data.category, keep_empty=True,
+                                max_image_pixels=cfg.data.max_image_pixels)
+    out_dir = Path(args.out) if args.out else _default_eval_dir(args.weights)
+    sigmas = cfg.data.oks_sigmas or (model.keypoint_schema or {}).get("sigmas") or dataset.schema.sigmas
+    metrics = evaluate(model, dataset, device=device, out_dir=out_dir, batch_size=args.batch_size or cfg.eval.batch_size,
+                       sigmas=sigmas, progress=sys.stderr.isatty())
+    if dist.is_main():
+        print(format_metrics(metrics))
+        print(f"results and metrics.json in {out_dir}")
+        if args.json:
+            print(json.dumps(metrics))
+    return 0
+
+
+def _default_eval_dir(weights: str) -> Path:
+    from poseseg.engine.run_log import new_run_dir
+
+    return new_run_dir("runs/eval", Path(weights).stem)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from poseseg.data.synth import generate_dataset
+
+    info = generate_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed, image_size=args.size)
+    print(f"wrote {args.train} training and {args.val} validation images to {args.out}")
+    return 0 if info is not None else 1
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from poseseg.config import PRESET_DIR, list_presets
+
+    for name in list_presets():
+        first = (PRESET_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+        print(f"{name:20s} {first}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(load_config(args.config, args.overrides).to_yaml(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poseseg", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("train", help="train a model (torchrun -m poseseg train ... for many processes)")
+    p.add_argument("--data", help="training COCO JSON")
+    p.add_argument("--images", help="training image folder")
+    p.add_argument("--val-data", help="validation COCO JSON")
+    p.add_argument("--val-images", help="validation image folder")
+    p.add_argument("--iters", type=int)
+    p.add_argument("--batch-size", type=int, help="images per process per step")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--name", help="run name: runs/train/NAME (auto-numbered)")
+    p.add_argument("--output-dir", help="root of the run folders (default runs/train)")
+    p.add_argument("--resume", nargs="?", const="", default=None,
+                   help="resume the latest run, or the given run folder or checkpoint")
+    p.add_argument("--init-weights", help="start from these weights (no optimizer/iteration state)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="COCO AP for boxes, masks and keypoints")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint")
+    p.add_argument("--data", required=True, help="COCO JSON with ground truth")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--out", help="folder for results_*.json and metrics.json (default runs/eval/NAME)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("synth", help="write the synthetic people dataset (COCO format)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train", type=int, default=400)
+    p.add_argument("--val", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=320, help="image side in pixels")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("presets", help="list the config presets")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("config", help="print a resolved config")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:
+        if os.environ.get("POSESEG_DEBUG"):
+            raise
+        print(f"poseseg {args.verb}: error: {e}\n(set POSESEG_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Run a trained model on images: ``Predictor(weights).predict(image)`` -> numpy arrays.
+
+An image is a file path, a PIL image or an HxWx3 uint8 RGB array. A checkpoint carries its
+config and keypoint schema, so the weights file is all that is needed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poseseg.config import Config, config_from_dict, load_config
+from poseseg.engine import checkpoint as ckpt
+from poseseg.modeling.model import PoseSegModel, build_model
+
+
+def load_model(weights: str | Path, *, config: str | Path | None = None,
+               overrides: list[str] | None = None) -> tuple[PoseSegModel, Config]:
+    """A model in eval mode from a poseseg checkpoint; the saved config unless ``config`` is given."""
+    payload = ckpt.load_checkpoint(weights)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    elif isinstance(payload, dict) and "config" in payload:
+        cfg = config_from_dict(payload["config"])
+        if overrides:
+            from poseseg.config import parse_override, set_key, validate
+
+            for text in overrides:
+                set_key(cfg, *parse_override(text), where=f"override '{text}'")
+            validate(cfg)
+    else:
+        raise ValueError(f"{weights} holds no config (a bare state dict?): pass --config / config= "
+                         "with the preset it was trained with")
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt.model_state_from(payload))
+    except RuntimeError as e:
+        raise ValueError(f"{weights} does not fit the config ({str(e).splitlines()[0]}); "
+                         "pass the config it was trained with") from None
+    model.keypoint_schema = payload.get("keypoint_schema") if isinstance(payload, dict) else None
+    return model.eval(), cfg
+
+
+def to_tensor_image(image) -> torch.Tensor:
+    """Path / PIL image / HxWx3 uint8 array -> (3, H, W) float tensor in [0, 1]."""
+    from PIL import Image
+
+    from poseseg.data.image_io import load_image_rgb
+
+    if isinstance(image, (str, Path)):
+        array = load_image_rgb(image)
+    elif isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB"))
+    elif isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"an image array must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        array = image
+    else:
+        raise TypeError(f"cannot read an image from {type(image).__name__}: give a path, a PIL image or an "
+                        "HxWx3 uint8 array")
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255)
+
+
+def to_numpy(pred: dict, score_thresh: float) -> dict[str, np.ndarray]:
+    keep = pred["scores"] >= score_thresh
+    out = {k: v[keep].cpu().numpy() for k, v in pred.items()}
+    if "masks" in out:
+        out["masks"] = out["masks"][:, 0] >= 0.5  # (N, H, W) bool
+    return out
+
+
+class Predictor:
+    """Boxes, masks and keypoints for every person in an image, as numpy arrays."""
+
+    def __init__(self, weights: str | Path, config: str | Path | None = None, device: str = "auto", *,
+                 score_thresh: float = 0.5, overrides: list[str] | None = None):
+        from poseseg.engine.train import resolve_device
+
+        self.model, self.cfg = load_model(weights, config=config, overrides=overrides)
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.score_thresh = score_thresh
+        self.schema = self.model.keypoint_schema
+
+    @torch.no_grad()
+    def predict_batch(self, images: list, *, with_offsets: bool = False) -> list[dict[str, np.ndarray]]:
+        tensors = [to_tensor_image(img).to(self.device) for img in images]
+        self.model.return_keypoint_peaks = with_offsets
+        try:
+            preds = self.model(tensors)
+        finally:
+            self.model.return_keypoint_peaks = False
+        return [to_numpy(p, self.score_thresh) for p in preds]
+
+    def predict(self, image, *, with_offsets: bool = False) -> dict[str, np.ndarray]:
+        return self.predict_batch([image], with_offsets=with_offsets)[0]
