@@ -66,7 +66,11 @@ def _sample_seed(seed: int, iteration: int, slot: int) -> int:
 
 
 class AugmentedSamples(Dataset):
-    """``dataset.load(i)`` + ``transforms``, seeded per sample; unreadable images are replaced."""
+    """``dataset[i]`` + ``transforms``, seeded per sample; unreadable images are replaced.
+
+    ``dataset`` must raise ImageReadError for an unreadable image (CocoPeopleDataset with
+    ``on_bad_image="raise"``) and apply no transforms of its own.
+    """
 
     def __init__(self, dataset, transforms: Callable | None, max_retries: int = 32):
         self.dataset = dataset
@@ -84,7 +88,7 @@ class AugmentedSamples(Dataset):
         for attempt in range(self.max_retries):
             i = (index + attempt) % len(self.dataset)
             try:
-                image, target = self.dataset.load(i)
+                image, target = self.dataset[i]
             except ImageReadError as e:
                 skipped.append(str(e))
                 continue
@@ -104,7 +108,8 @@ def collate(batch: list) -> tuple[list[torch.Tensor], list[dict]]:
 
 def build_train_loader(dataset, transforms: Callable | None, *, batch_size: int, seed: int, rank: int,
                        world_size: int, start_iter: int, num_workers: int) -> DataLoader:
-    sampler = TrainBatchSampler(dataset.aspect_ratios, batch_size=batch_size, seed=seed, rank=rank,
+    landscape = [1.0 if g == 0 else 0.5 for g in dataset.group_ids().tolist()]
+    sampler = TrainBatchSampler(landscape, batch_size=batch_size, seed=seed, rank=rank,
                                 world_size=world_size, start_iter=start_iter)
     return DataLoader(AugmentedSamples(dataset, transforms), batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, persistent_workers=num_workers > 0,

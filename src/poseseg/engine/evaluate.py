@@ -119,7 +119,7 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
         batch = []
         for i in indices[start:start + batch_size]:
             try:
-                batch.append(dataset.load(i))
+                batch.append(dataset[i])
             except ImageReadError as e:
                 raise ImageReadError(e.path, f"{e.reason} (evaluation needs every image; fix or remove it "
                                              "from the JSON)") from None
@@ -132,25 +132,30 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
 def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None = None, batch_size: int = 2,
              heads: list[str] | None = None, sigmas: list[float] | None = None, progress: bool = False,
              verbose: bool = False) -> dict[str, dict[str, float]]:
-    """Predict on every image of ``dataset`` (a CocoPeopleDataset), gather, score with pycocotools.
+    """Predict on every image of ``dataset`` (a CocoPeopleDataset with ``on_bad_image="raise"``),
+    gather the results from every process, score them with pycocotools.
 
     Writes ``results_{bbox,segm,keypoints}.json`` and ``metrics.json`` into ``out_dir`` (rank 0).
     """
     heads = heads or model.heads
     iou_types = [IOU_TYPES[h] for h in heads]
+    category_id = int(dataset.category["id"])
     mine = predict_dataset(model, dataset, device=device, batch_size=batch_size, progress=progress)
     results: dict[str, list] = {t: [] for t in iou_types}
     for image_id, pred in mine:
-        for iou_type, dets in prediction_to_coco(pred, image_id, dataset.category_id).items():
+        for iou_type, dets in prediction_to_coco(pred, image_id, category_id).items():
             if iou_type in results:
                 results[iou_type].extend(dets)
     gathered = dist.all_gather_objects(results)
     metrics = None
     if dist.is_main():
         merged = {t: [d for part in gathered for d in part[t]] for t in iou_types}
-        metrics = coco_metrics(dataset.coco, merged, category_id=dataset.category_id, iou_types=iou_types,
-                               sigmas=sigmas if sigmas is not None else dataset.schema.sigmas,
-                               image_ids=dataset.image_ids, verbose=verbose)
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(dataset.json_path))
+        schema_sigmas = dataset.schema.sigmas if dataset.schema is not None else None
+        metrics = coco_metrics(gt, merged, category_id=category_id, iou_types=iou_types,
+                               sigmas=sigmas if sigmas is not None else schema_sigmas,
+                               image_ids=[int(i) for i in dataset.image_ids], verbose=verbose)
         if out_dir is not None:
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -68,25 +68,26 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> C
     return cfg
 
 
-def build_datasets(cfg: Config, model_keypoints: int):
+def build_datasets(cfg: Config, model_keypoints: int | None, load_masks: bool = True):
     """Training and (optional) validation datasets with the keypoint schema checked against the model."""
-    from poseseg.data.coco import CocoPeopleDataset, resolve_schema
-    from poseseg.data.transforms import build_train_transforms
+    from poseseg.data.coco import CocoPeopleDataset
+    from poseseg.data.transforms import build_transforms
 
     d = cfg.data
     if not d.train_json or not d.train_images:
         raise ValueError("no training data: set --data TRAIN_JSON and --images DIR "
                          "(data.train_json, data.train_images)")
-    train_set = CocoPeopleDataset(d.train_json, d.train_images, category=d.category, keep_empty=d.keep_empty,
-                                  max_image_pixels=d.max_image_pixels)
-    schema = resolve_schema(train_set.schema, oks_sigmas=d.oks_sigmas, flip_pairs=d.flip_pairs,
-                            source=d.train_json, num_keypoints_model=model_keypoints)
-    transforms = build_train_transforms(d, schema)
+    common = dict(category=d.category, max_image_pixels=d.max_image_pixels, num_keypoints=model_keypoints,
+                  oks_sigmas=d.oks_sigmas or None, flip_pairs=d.flip_pairs or None, load_masks=load_masks,
+                  on_bad_image="raise")
+    train_set = CocoPeopleDataset(d.train_json, d.train_images, keep_empty=d.keep_empty, **common)
+    perm = train_set.schema.flip_permutation() if train_set.schema is not None else None
+    transforms = build_transforms(sizes=d.train_sizes, max_size=d.max_size, flip_prob=d.flip_prob,
+                                  flip_permutation=perm, color_jitter=d.color_jitter)
     val_set = None
     if d.val_json:
-        val_set = CocoPeopleDataset(d.val_json, d.val_images, category=d.category, keep_empty=True,
-                                    max_image_pixels=d.max_image_pixels)
-    return train_set, val_set, transforms, schema
+        val_set = CocoPeopleDataset(d.val_json, d.val_images or d.train_images, keep_empty=True, **common)
+    return train_set, val_set, transforms, train_set.schema
 
 
 def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False) -> TrainResult:
@@ -108,8 +109,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     model = build_model(cfg)
     has_keypoints = model.keypoint_head is not None
     train_set, val_set, transforms, schema = build_datasets(
-        cfg, model.keypoint_head.num_keypoints if has_keypoints else None)
-    model.keypoint_schema = schema.to_dict()
+        cfg, model.keypoint_head.num_keypoints if has_keypoints else None, load_masks=model.mask_head is not None)
+    model.keypoint_schema = schema.to_dict() if schema is not None else None
     if t.init_weights:
         load_weights(model, t.init_weights)
     frozen = apply_freeze(model, t.freeze)
