@@ -26,6 +26,7 @@ class TrainResult:
     iterations: int
     final_checkpoint: Path
     metrics: dict | None = None
+    model: PoseSegModel | None = None
     skipped_images: list[str] = field(default_factory=list)
     skipped_steps: int = 0
 
@@ -96,7 +97,14 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     rank, world = dist.rank(), dist.world_size()
     t = cfg.train
 
-    # --- run folder and starting point
+    seed_everything(t.seed + rank)
+    model = build_model(cfg)
+    has_keypoints = model.keypoint_head is not None
+    train_set, val_set, transforms, schema = build_datasets(
+        cfg, model.keypoint_head.num_keypoints if has_keypoints else None, load_masks=model.mask_head is not None)
+    model.keypoint_schema = schema.to_dict() if schema is not None else None
+
+    # --- run folder (created once the data is known to load) and starting point
     resume_path = resolve_resume(resume) if resume else None
     if resume_path is not None:
         run_dir = resume_path.parent
@@ -104,13 +112,6 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         run_dir = dist.broadcast_object(new_run_dir(t.output_dir, t.name) if dist.is_main() else None)
     if dist.is_main():
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-
-    seed_everything(t.seed + rank)
-    model = build_model(cfg)
-    has_keypoints = model.keypoint_head is not None
-    train_set, val_set, transforms, schema = build_datasets(
-        cfg, model.keypoint_head.num_keypoints if has_keypoints else None, load_masks=model.mask_head is not None)
-    model.keypoint_schema = schema.to_dict() if schema is not None else None
     if t.init_weights:
         load_weights(model, t.init_weights)
     frozen = apply_freeze(model, t.freeze)
@@ -206,7 +207,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     logger.close()
     dist.barrier()
     return TrainResult(run_dir=run_dir, iterations=t.iters, final_checkpoint=final, metrics=metrics,
-                       skipped_images=all_skipped, skipped_steps=skipped_steps)
+                       skipped_images=all_skipped, skipped_steps=skipped_steps, model=model)
 
 
 def _train_loader(train_set, transforms, cfg: Config, start_iter: int):
