@@ -281,6 +281,7 @@ def test_resample_and_raise_modes(tmp_path):
     strict = CocoPeopleDataset(path, tmp_path, on_bad_image="raise")
     with pytest.raises(ImageReadError, match="cut.jpg"):
         strict[cut]
+    assert strict.bad_images == ["cut.jpg"]  # recorded in raise mode too
     assert CocoPeopleDataset(path, tmp_path)[cut] is None
 
 

@@ -14,10 +14,10 @@ never people). Images without any non-crowd person are negatives, kept or skippe
 ``keep_empty``. Keypoints are in continuous pixel coordinates, exactly as the JSON has them;
 keypoints with visibility 0 have x = y = 0.
 
-Bad images. A missing, unreadable, truncated or wrongly sized image never raises from
-``__getitem__`` (unless ``on_bad_image="raise"``): it is logged once, recorded in
-``dataset.bad_images`` and, with ``on_bad_image="skip"`` (default), ``__getitem__`` returns
-``None``, which :func:`poseseg.data.transforms.collate` (alias :func:`collate_skip_none`)
+Bad images. A missing, unreadable, truncated or wrongly sized image is recorded in
+``dataset.bad_images`` (all modes) and never raises from ``__getitem__`` unless
+``on_bad_image="raise"`` (then an ``ImageReadError`` naming the file). Otherwise it is
+logged once and, with ``on_bad_image="skip"`` (default), ``__getitem__`` returns ``None``, which :func:`poseseg.data.transforms.collate` (alias :func:`collate_skip_none`)
 drops from the batch; a batch can therefore be shorter than asked, or empty. With
 ``on_bad_image="resample"`` the next indices (idx + 1, idx + 2, ... modulo the length) are
 tried instead, deterministically, so batches keep their size.
@@ -576,9 +576,10 @@ class CocoPeopleDataset(Dataset):
         return image, target
 
     def _bad_image(self, idx: int, code: int, err: ImageReadError) -> None:
+        new = self._bad.add(idx, code)  # recorded in every mode, so bad_images is always complete
         if self.on_bad_image == "raise":
             raise err
-        if self._bad.add(idx, code):
+        if new:
             log.warning("skipping image %d (%s): %s", idx, self._s.file_names[idx], err)
         return None
 
