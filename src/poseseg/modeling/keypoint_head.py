@@ -15,6 +15,9 @@ from poseseg.modeling.conv_tower import ConvTower, zero_loss
 from poseseg.modeling.keypoint_codec import DecodedKeypoints, KeypointCodec
 
 
+MSE_SCALE = 20.0
+
+
 class KeypointHead(nn.Module):
     def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int, conv_dim: int,
                  heatmap_size: int = 56, offsets: bool = True, loss: str = "mse", sigma: float = 1.0,
@@ -60,8 +63,11 @@ class KeypointHead(nn.Module):
             return losses
         targets = self.codec.encode(kps, rois)
         if self.codec.loss == "mse":
-            # per-map sum of squared errors, averaged over every map (unlabelled ones have zero targets)
-            losses["loss_keypoint"] = ((heatmaps.sigmoid() - targets.heatmaps) ** 2).sum((2, 3)).mean()
+            # per-map sum of squared errors, averaged over every map (unlabelled ones have zero targets),
+            # divided by MSE_SCALE: at initialisation the raw sum's gradient norm is ~20x the ce loss's
+            # (every background pixel pushes the same way), enough to blow up training from scratch.
+            sq_err = ((heatmaps.sigmoid() - targets.heatmaps) ** 2).sum((2, 3))  # (R, K)
+            losses["loss_keypoint"] = sq_err.mean() / MSE_SCALE
         elif targets.valid.any():
             logits = heatmaps.flatten(2)[targets.valid]  # (V, H*H)
             losses["loss_keypoint"] = F.cross_entropy(logits, targets.indices[targets.valid])
