@@ -70,10 +70,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or cfg.train.device)
     dist.init_from_env(device)
     model.to(device)
+    sigmas = cfg.data.oks_sigmas or (model.keypoint_schema or {}).get("sigmas") or None
     dataset = CocoPeopleDataset(args.data, args.images, category=cfg.data.category, keep_empty=True,
-                                max_image_pixels=cfg.data.max_image_pixels)
+                                max_image_pixels=cfg.data.max_image_pixels, on_bad_image="raise", load_masks=False,
+                                oks_sigmas=sigmas, require_sigmas=model.keypoint_head is not None,
+                                num_keypoints=model.keypoint_head.num_keypoints if model.keypoint_head else None)
     out_dir = Path(args.out) if args.out else _default_eval_dir(args.weights)
-    sigmas = cfg.data.oks_sigmas or (model.keypoint_schema or {}).get("sigmas") or dataset.schema.sigmas
     metrics = evaluate(model, dataset, device=device, out_dir=out_dir, batch_size=args.batch_size or cfg.eval.batch_size,
                        sigmas=sigmas, progress=sys.stderr.isatty())
     if dist.is_main():
@@ -91,11 +93,45 @@ def _default_eval_dir(weights: str) -> Path:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from poseseg.data.synth import generate_dataset
+    from poseseg.data.synth import main_synth
 
-    info = generate_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed, image_size=args.size)
-    print(f"wrote {args.train} training and {args.val} validation images to {args.out}")
-    return 0 if info is not None else 1
+    main_synth(args.out, args.train, args.val, args.seed, args.size, workers=args.workers)
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from poseseg.data.coco import format_report, summarize_dataset
+
+    cfg = load_config(args.config, args.overrides)
+    keypoints = cfg.model.keypoint.num_keypoints if "keypoint" in cfg.model.heads else None
+    report = summarize_dataset(args.data, args.images, category=cfg.data.category, check_images=not args.fast,
+                               max_image_pixels=cfg.data.max_image_pixels, num_keypoints=keypoints,
+                               oks_sigmas=cfg.data.oks_sigmas or None)
+    print(format_report(report))
+    return 0 if report["ok"] else 1
+
+
+def cmd_show_data(args: argparse.Namespace) -> int:
+    from poseseg.data.coco import CocoPeopleDataset
+    from poseseg.visualize import draw_ground_truth
+
+    cfg = load_config(args.config, args.overrides)
+    dataset = CocoPeopleDataset(args.data, args.images, category=cfg.data.category, keep_empty=True,
+                                require_sigmas=False, max_image_pixels=cfg.data.max_image_pixels)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shown = 0
+    for i in range(min(args.num, len(dataset))):
+        sample = dataset[i]
+        if sample is None:
+            print(f"skipped unreadable {dataset.image_path(i)}", file=sys.stderr)
+            continue
+        image, target = sample
+        path = out / f"{Path(target['file_name']).stem}_gt.jpg"
+        draw_ground_truth(image, target, dataset.schema).save(path, quality=92)
+        shown += 1
+    print(f"drew ground truth of {shown} images into {out}")
+    return 0 if shown else 1
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -152,7 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=320, help="image side in pixels")
+    p.add_argument("--workers", type=int, default=1, help="rendering processes (same files for any count)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("check-data", help="validate a COCO dataset and print a summary")
+    p.add_argument("--data", required=True, help="COCO JSON")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--fast", action="store_true", help="do not open every image")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("show-data", help="draw the ground truth (boxes, masks, skeletons) of a few images")
+    p.add_argument("--data", required=True, help="COCO JSON")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--out", default="runs/show-data")
+    p.add_argument("--num", type=int, default=8, help="how many images")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_show_data)
 
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)
