@@ -134,6 +134,14 @@ def cmd_show_data(args: argparse.Namespace) -> int:
     return 0 if shown else 1
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from poseseg.demo import run_demo
+
+    run_demo(minutes=args.minutes, out=args.out, data_dir=args.data_dir, resume=args.resume,
+             overrides=list(args.overrides))
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from poseseg.config import PRESET_DIR, list_presets
 
@@ -205,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=8, help="how many images")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_data)
+
+    p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
+    p.add_argument("--minutes", type=float, default=8.0, help="total time budget, data generation included")
+    p.add_argument("--out", default="runs/demo", help="run folder (auto-numbered if it exists)")
+    p.add_argument("--data-dir", default="data/synth", help="where the synthetic dataset lives / is made")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the tiny preset")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)
