@@ -1,8 +1,14 @@
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests can import synth_helpers
+
+from synth_helpers import SIZE  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +17,23 @@ def _seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """8 training and 4 validation synthetic images of SIZE px."""
+    from poseseg.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, num_train=8, num_val=4, seed=0, image_size=SIZE, max_people=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synth_data, tmp_path_factory) -> Path:
+    """A tiny model trained for a few steps: enough to exercise predict and eval end to end."""
+    from poseseg.engine.train import train
+    from synth_helpers import tiny_config
+
+    out = tmp_path_factory.mktemp("trained")
+    return train(tiny_config(synth_data, out, **{"train.iters": 4}), quiet=True).final_checkpoint

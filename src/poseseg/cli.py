@@ -134,6 +134,20 @@ def cmd_show_data(args: argparse.Namespace) -> int:
     return 0 if shown else 1
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from poseseg.predict import run_predict
+
+    report = run_predict(args.weights, args.sources, out=args.out, config=args.config, score_thresh=args.score_thresh,
+                         device=args.device, batch_size=args.batch_size, show_offsets=args.show_offsets,
+                         overrides=list(args.overrides))
+    read = report.images + report.frames
+    print(f"{report.images} images and {report.frames} video frames, {report.people} people, "
+          f"{read / max(report.seconds, 1e-9):.2f} images/s -> {report.out_dir}")
+    if report.failed:
+        print(f"{len(report.failed)} file(s) could not be read:", *report.failed, sep="\n  ", file=sys.stderr)
+    return 0 if read else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from poseseg.demo import run_demo
 
@@ -213,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=8, help="how many images")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_data)
+
+    p = sub.add_parser("predict", help="overlays and COCO results for images, folders, globs, videos, .txt lists")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint (carries its config and schema)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--out", help="output folder (default runs/predict/expN)")
+    p.add_argument("--config", help="config, only for a bare state dict")
+    p.add_argument("--score-thresh", type=float, default=0.5)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--show-offsets", action="store_true", help="draw the keypoint refinement arrows")
+    p.set_defaults(func=cmd_predict, overrides=[])
 
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
     p.add_argument("--minutes", type=float, default=8.0, help="total time budget, data generation included")

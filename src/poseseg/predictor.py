@@ -59,7 +59,7 @@ def to_tensor_image(image) -> torch.Tensor:
     else:
         raise TypeError(f"cannot read an image from {type(image).__name__}: give a path, a PIL image or an "
                         "HxWx3 uint8 array")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
 
 
 def to_numpy(pred: dict, score_thresh: float) -> dict[str, np.ndarray]:

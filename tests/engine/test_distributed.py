@@ -5,7 +5,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from conftest import tiny_config, with_an_empty_image
+from synth_helpers import tiny_config, with_an_empty_image
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ import torch
 from poseseg.engine import checkpoint as ckpt
 from poseseg.engine.train import train
 
-from conftest import engine_overrides, tiny_config
+from synth_helpers import engine_overrides, tiny_config
 
 
 def assert_same_weights(a: dict, b: dict):

@@ -1,20 +1,10 @@
-"""A small synthetic dataset and a fast tiny config shared by the engine tests."""
+"""A small synthetic dataset and a fast tiny config, shared by the engine, predict and demo tests."""
 import json
 from pathlib import Path
 
-import pytest
-
 import poseseg
-from poseseg.data.synth import generate_dataset
 
 SIZE = 160
-
-
-@pytest.fixture(scope="session")
-def synth_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, num_train=8, num_val=4, seed=0, image_size=SIZE, max_people=3)
-    return root
 
 
 def engine_overrides(data: Path, out: Path, **extra) -> list[str]:
