@@ -26,6 +26,10 @@ def test_overrides_are_typed():
     assert cfg.train.iters == 7 and cfg.model.heads == ["box", "mask"] and cfg.model.keypoint.sigma == 2.0
 
 
+def test_exponent_floats_parse():
+    assert load_config("tiny", ["train.base_lr=1e-3"]).train.base_lr == 0.001
+
+
 def test_box_head_is_always_on():
     assert load_config(None, ["model.heads=[keypoint]"]).model.heads == ["box", "keypoint"]
 
