@@ -152,7 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from poseseg.demo import run_demo
 
     run_demo(minutes=args.minutes, out=args.out, data_dir=args.data_dir, resume=args.resume,
-             overrides=list(args.overrides))
+             overrides=list(args.overrides), num_train=args.train_images, num_val=args.val_images)
     return 0
 
 
@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder (auto-numbered if it exists)")
     p.add_argument("--data-dir", default="data/synth", help="where the synthetic dataset lives / is made")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--train-images", type=int, default=600, help="synthetic training images to generate")
+    p.add_argument("--val-images", type=int, default=60, help="synthetic validation images to generate")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the tiny preset")
     p.set_defaults(func=cmd_demo)
 

@@ -100,13 +100,14 @@ def _schema(predictor):
 
 
 def run_demo(*, minutes: float = 8.0, out: str | Path = "runs/demo", data_dir: str | Path = "data/synth",
-             resume: bool = False, overrides: list[str] | None = None) -> dict:
+             resume: bool = False, overrides: list[str] | None = None, num_train: int = DEMO_TRAIN_IMAGES,
+             num_val: int = DEMO_VAL_IMAGES, min_iters: int = 20) -> dict:
     from poseseg.engine.evaluate import format_metrics
     from poseseg.engine.train import config_for_resume, train
 
     start = time.perf_counter()
     out, data_dir = Path(out), Path(data_dir)
-    ensure_dataset(data_dir, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES)
+    ensure_dataset(data_dir, num_train=num_train, num_val=num_val)
     previous = ckpt.latest_checkpoint(out) if resume else None
     if previous is not None:
         print(f"resuming {previous}")
@@ -116,7 +117,7 @@ def run_demo(*, minutes: float = 8.0, out: str | Path = "runs/demo", data_dir: s
         step = seconds_per_step(probe)
         spent = time.perf_counter() - start
         eval_reserve = 45.0  # evaluation on the val split + overlays
-        iters = max(20, int((minutes * 60 - spent - eval_reserve) / (step * 1.05)))
+        iters = max(min_iters, int((minutes * 60 - spent - eval_reserve) / (step * 1.05)))
         print(f"{step:.2f} s per step on this machine: training {iters} iterations to fit {minutes:g} minutes")
         result = train(demo_config(data_dir, out, iters, overrides or []))
     run_dir = result.run_dir

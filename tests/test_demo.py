@@ -1,0 +1,23 @@
+"""The demo runs end to end on a tiny budget (a smoke test: its accuracy is in the README)."""
+import json
+
+from poseseg.cli import main
+
+
+def test_demo_end_to_end_then_resume(tmp_path, capsys):
+    args = ["demo", "--minutes", "0.1", "--out", str(tmp_path / "runs" / "demo"), "--data-dir",
+            str(tmp_path / "synth"), "--train-images", "12", "--val-images", "4", "data.num_workers=0",
+            "data.train_sizes=[160]", "model.input.test_size=160", "train.log_every=5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "demo"
+    assert "keypoints" in out and "bbox" in out
+    assert (run / "model_final.pt").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"bbox", "segm", "keypoints"}
+    assert len(list((run / "overlays").glob("*.png"))) == 4
+    # a second run reuses the dataset and, with --resume, the run's checkpoint
+    assert main(args + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "using the synthetic dataset" in out and "resuming" in out
+    assert not (tmp_path / "runs" / "demo2").exists()
