@@ -199,3 +199,15 @@ def test_offsets_get_gradient_at_init(modulated):
     if modulated:
         assert g[n_off:].abs().sum() > 0
     assert dcn.weight.grad.abs().sum() > 0 and dcn.bias.grad.abs().sum() > 0
+
+
+def test_memory_layouts():
+    args = make(CASES["v2_s2_p1_og4_wg4"])
+    ref = deform_conv2d(**args)
+    odd = dict(args)
+    odd["input"] = args["input"].contiguous(memory_format=torch.channels_last)
+    odd["offset"] = torch.cat([args["offset"], args["offset"]], dim=1)[:, : args["offset"].shape[1]]
+    odd["mask"] = args["mask"].transpose(2, 3).contiguous().transpose(2, 3)
+    odd["weight"] = args["weight"].contiguous(memory_format=torch.channels_last)
+    assert not odd["offset"].is_contiguous() and not odd["mask"].is_contiguous()
+    torch.testing.assert_close(deform_conv2d(**odd), ref, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,517 @@
+"""Deformable convolution (DCN v1 / v2 "modulated") with a fast CPU path.
+
+``deform_conv2d`` has the signature and semantics of :func:`torchvision.ops.deform_conv2d`:
+
+* ``offset``: ``(N, 2 * G * kh * kw, Hout, Wout)``, for offset group ``g`` and kernel point
+  ``k = i * kw + j`` channel ``g * 2 * kh * kw + 2 * k`` is the y (row) offset and the next
+  channel the x (column) offset; ``G = offset.shape[1] // (2 * kh * kw)``.
+* ``mask`` (optional, v2): ``(N, G * kh * kw, Hout, Wout)``, multiplies each sample.
+* weight groups are ``input.shape[1] // weight.shape[1]``.
+* sample ``(y, x) = (ho * sh - ph + i * dh + dy, wo * sw - pw + j * dw + dx)`` is read by
+  bilinear interpolation with zeros outside the image:
+  ``sum_q max(0, 1 - |qy - y|) * max(0, 1 - |qx - x|) * input[q]``. Gradients with respect to
+  the sample position use the same one-sided convention as torchvision (the derivative on the
+  right at an integer coordinate, i.e. the neighbours are ``floor`` and ``floor + 1``).
+
+CUDA (and any non-CPU) tensors go to torchvision's kernel. On CPU the op is our own, written
+with PyTorch tensor ops and a custom :class:`torch.autograd.Function`:
+
+Fast path (CPU)
+---------------
+Bilinear sampling is a linear map, so the deformable "columns" matrix is a sparse matrix times
+the image. The image is copied once to channels-last rows ``Xp`` of shape
+``(N * G * (H + 4) * (W + 4), C / G)`` -- one row per pixel and offset group, with a 2 pixel
+zero border -- and every sample ``(n, ho, wo, k, g)`` becomes one row of a sparse matrix ``B``
+with exactly 4 non-zeros: its 4 neighbours, weight = bilinear weight x modulation. Samples
+further outside are clamped into the zero border, so there are no validity masks anywhere:
+the border makes out-of-image neighbours contribute 0 to the value *and* to every gradient.
+
+* forward, per chunk of output positions (about 4 MB of columns, so it stays in cache):
+  ``cols = B_chunk @ Xp`` -> ``(rows, kh * kw * C)``. That product is computed by
+  ``F.embedding_bag(mode="sum", per_sample_weights=...)``: 4-element bags over the rows of
+  ``Xp`` -- the gather, the 4-tap weighted sum and the mask in one pass over contiguous rows
+  (PyTorch's fbgemm kernel; ~2.5x faster than MKL's sparse x dense here). Then one GEMM
+  ``out_chunk = W @ cols^T`` written straight into the NCHW output (+ bias via ``addmm``).
+* backward, per chunk: ``cols`` is recomputed (cheaper than keeping 9x the input),
+  ``dW += cols^T @ dout``; ``dcols = dout @ W``; ``dXp += B_chunk^T @ dcols`` by sorting the
+  chunk's column indices (the transpose as bags over ``dcols``, same gather kernel, touching
+  only the rows of ``Xp`` the chunk reads); and the loss derivative at every non-zero of ``B``,
+  ``d = <dcols_row, Xp_row'>``, is one sampled dense-dense product
+  (``torch.sparse.sampled_addmm`` on B's CSR pattern). The offset and mask gradients follow
+  from ``d`` and the bilinear weights: ``dmask = sum_q w_q d_q``,
+  ``doffset_y = mask * sum_q (dw_q / dy) d_q`` (likewise x).
+
+Everything is vectorised; the only Python loop is over chunks.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.autograd.function import once_differentiable
+from torch.nn import init
+from torch.nn.modules.utils import _pair
+
+__all__ = ["deform_conv2d", "DeformConv2d"]
+
+IntOrPair = Union[int, Tuple[int, int]]
+
+# Target size (elements) of one chunk of the columns matrix; rows per chunk is at least
+# _MIN_CHUNK_ROWS output positions. Tuned on a 2-core AMD EPYC (see benchmarks/RESULTS.md).
+_CHUNK_ELEMS = 1 << 20
+_MIN_CHUNK_ROWS = 128
+_PAD = 2  # zero border of the channels-last image copy
+
+
+def _csr(crow: Tensor, col: Tensor, val: Tensor, size: Tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
+
+
+class _Plan:
+    """Everything about one call that does not depend on the image values."""
+
+    def __init__(self, input: Tensor, offset: Tensor, weight: Tensor, mask: Optional[Tensor],
+                 stride, padding, dilation):
+        n, c, h, w = input.shape
+        co, cw, kh, kw = weight.shape
+        sh, sw = stride
+        ph, pw = padding
+        dh, dw = dilation
+        k = kh * kw
+        g = offset.shape[1] // (2 * k)
+        ho = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+        wo = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+        self.n, self.c, self.h, self.w = n, c, h, w
+        self.co, self.cw, self.kh, self.kw, self.k = co, cw, kh, kw, k
+        self.g, self.cg = g, c // g
+        self.wg = c // cw  # weight groups
+        self.ho, self.wo = ho, wo
+        self.np = n * ho * wo  # output positions = GEMM rows
+        self.rows_per_pos = k * g  # rows of B per output position
+        self.hp, self.wp = h + 2 * _PAD, w + 2 * _PAD
+        self.x_rows = n * g * self.hp * self.wp
+        nnz = 4 * self.np * self.rows_per_pos
+        self.index_dtype = torch.int32 if max(nnz, self.x_rows) < 2**31 - 1 else torch.int64
+
+        dt = offset.dtype
+        dev = offset.device
+        # offsets in row order (n, ho, wo, k, g, yx)
+        off = offset.reshape(n, g, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3).contiguous()
+        ky = (torch.arange(kh, dtype=dt, device=dev) * dh).repeat_interleave(kw).view(1, 1, 1, k, 1)
+        kx = (torch.arange(kw, dtype=dt, device=dev) * dw).repeat(kh).view(1, 1, 1, k, 1)
+        by = (torch.arange(ho, dtype=dt, device=dev) * sh - ph).view(1, ho, 1, 1, 1)
+        bx = (torch.arange(wo, dtype=dt, device=dev) * sw - pw).view(1, 1, wo, 1, 1)
+        # Anything at or beyond 2 pixels outside reads only the zero border (value and gradients
+        # are exactly 0 there), so clamping to [-2, h] changes nothing but keeps indices local.
+        y = (off[..., 0] + (by + ky)).clamp_(-2, h)
+        x = (off[..., 1] + (bx + kx)).clamp_(-2, w)
+        y0 = torch.floor(y)
+        x0 = torch.floor(x)
+        ly = y.sub_(y0)
+        lx = x.sub_(x0)
+        idt = self.index_dtype
+        # clamp again in integer space: NaN offsets must not index out of bounds
+        yi = y0.to(idt).clamp_(-2, h)
+        xi = x0.to(idt).clamp_(-2, w)
+        # flat row of the top-left neighbour; the image block of (n, g) starts at (n * G + g) * Hp * Wp
+        wp = self.wp
+        first = (torch.arange(n * g, device=dev, dtype=idt) * self.hp + _PAD) * wp + _PAD
+        base = yi.mul_(wp).add_(xi)
+        base += first.view(n, 1, 1, 1, g)
+        col = torch.empty(base.shape + (4,), dtype=idt, device=dev)
+        col[..., 0] = base
+        torch.add(base, 1, out=col[..., 1])
+        torch.add(base, wp, out=col[..., 2])
+        torch.add(base, wp + 1, out=col[..., 3])
+        self.col = col.view(-1)
+        hy = 1.0 - ly
+        hx = 1.0 - lx
+        self.ly, self.lx, self.hy, self.hx = ly, lx, hy, hx
+        if mask is not None:
+            m = mask.reshape(n, g, k, ho, wo).permute(0, 3, 4, 2, 1)
+            self.m = m.contiguous()
+            vy0 = hy * self.m
+            vy1 = ly * self.m
+        else:
+            self.m = None
+            vy0, vy1 = hy, ly
+        val = torch.empty(col.shape, dtype=dt, device=dev)
+        torch.mul(vy0, hx, out=val[..., 0])
+        torch.mul(vy0, lx, out=val[..., 1])
+        torch.mul(vy1, hx, out=val[..., 2])
+        torch.mul(vy1, lx, out=val[..., 3])
+        self.val = val.view(-1)
+        self._crow = None
+        # chunks of output positions: whole images, or pieces of one image (GEMMs then write
+        # straight into the NCHW output)
+        per_img = ho * wo
+        target = max(_MIN_CHUNK_ROWS, _CHUNK_ELEMS // max(1, k * c))
+        self.spans = []  # (n0, n1, j0, j1): images [n0, n1) or positions [j0, j1) of image n0
+        if per_img >= target:
+            pieces = -(-per_img // target)
+            step = -(-per_img // pieces)
+            for i in range(n):
+                for j0 in range(0, per_img, step):
+                    self.spans.append((i, i + 1, j0, min(per_img, j0 + step)))
+            self.max_rows = step
+        else:
+            imgs = max(1, target // per_img) if per_img else 1
+            for n0 in range(0, n, imgs):
+                self.spans.append((n0, min(n, n0 + imgs), 0, per_img))
+            self.max_rows = imgs * per_img
+
+    def chunks(self):
+        """(s, e, n0, n1, j0, j1): global output positions [s, e) and where they sit."""
+        per_img = self.ho * self.wo
+        for n0, n1, j0, j1 in self.spans:
+            yield n0 * per_img + j0, (n1 - 1) * per_img + j1, n0, n1, j0, j1
+
+    def b(self, s: int, e: int) -> Tensor:
+        """Rows of B for output positions [s, e) as a CSR matrix."""
+        r = self.rows_per_pos
+        a, z = 4 * r * s, 4 * r * e
+        if self._crow is None:
+            self._crow = torch.arange(0, self.col.numel() + 1, 4, dtype=self.index_dtype, device=self.col.device)
+        return _csr(self._crow[: r * (e - s) + 1], self.col[a:z], self.val[a:z], (r * (e - s), self.x_rows))
+
+    def gather(self, xp: Tensor, s: int, e: int) -> Tensor:
+        """cols = B[s:e] @ xp: (rows * K * G, C / G), i.e. (rows, K * C) row-major."""
+        r = self.rows_per_pos
+        a, z = 4 * r * s, 4 * r * e
+        # a sum-mode embedding bag with per-sample weights is exactly a CSR x dense product with
+        # 4 non-zeros per row, and PyTorch's CPU kernel for it (fbgemm) is the fastest we have
+        return F.embedding_bag(self.col[a:z].view(-1, 4), xp, mode="sum",
+                               per_sample_weights=self.val[a:z].view(-1, 4))
+
+    def scatter_add(self, gxp: Tensor, s: int, e: int, grad_cols: Tensor) -> None:
+        """gxp += B[s:e]^T @ grad_cols, touching only the rows of gxp this chunk reads.
+
+        The transpose of the chunk is built by sorting its column indices; each touched image
+        row is then one "bag" over the rows of grad_cols, so the same gather kernel does it."""
+        r = self.rows_per_pos
+        a, z = 4 * r * s, 4 * r * e
+        col = self.col[a:z]
+        lo, hi = torch.aminmax(col)
+        lo, hi = int(lo), int(hi) + 1
+        key, order = torch.sort(col - lo)
+        starts = torch.searchsorted(key, torch.arange(hi - lo, dtype=key.dtype, device=key.device))
+        res = F.embedding_bag(order >> 2, grad_cols, starts, mode="sum",
+                              per_sample_weights=self.val[a:z].index_select(0, order))
+        gxp[lo:hi] += res
+
+
+def _image_rows(input: Tensor, p: _Plan) -> Tensor:
+    """(N, C, H, W) -> channels-last rows (N * G * Hp * Wp, C / G) with a zero border."""
+    xp = input.new_empty(p.n, p.g, p.hp, p.wp, p.cg)
+    xp[:, :, :_PAD].zero_()
+    xp[:, :, _PAD + p.h:].zero_()
+    xp[:, :, _PAD:_PAD + p.h, :_PAD].zero_()
+    xp[:, :, _PAD:_PAD + p.h, _PAD + p.w:].zero_()
+    xp[:, :, _PAD:_PAD + p.h, _PAD:_PAD + p.w, :] = input.reshape(p.n, p.g, p.cg, p.h, p.w).permute(0, 1, 3, 4, 2)
+    return xp.view(p.x_rows, p.cg)
+
+
+def _weight_matrix(weight: Tensor, p: _Plan) -> Tensor:
+    """(Co, Cw, kh, kw) -> (K * C, Co) for wg == 1, else (wg, K * Cw, Co / wg); rows ordered (k, c)."""
+    if p.wg == 1:
+        return weight.permute(2, 3, 1, 0).reshape(p.k * p.c, p.co)
+    wg, cow = p.wg, p.co // p.wg
+    return weight.reshape(wg, cow, p.cw, p.kh, p.kw).permute(0, 3, 4, 2, 1).reshape(wg, p.k * p.cw, cow)
+
+
+def _weight_from_matrix(gw: Tensor, p: _Plan) -> Tensor:
+    if p.wg == 1:
+        return gw.view(p.kh, p.kw, p.c, p.co).permute(3, 2, 0, 1).contiguous()
+    wg, cow = p.wg, p.co // p.wg
+    return gw.view(wg, p.kh, p.kw, p.cw, cow).permute(0, 4, 3, 1, 2).reshape(p.co, p.cw, p.kh, p.kw)
+
+
+def _group_cols(cols: Tensor, p: _Plan) -> Tensor:
+    """(rows, K * C) -> (wg, rows, K * Cw) (copy)."""
+    rows = cols.shape[0]
+    return cols.view(rows, p.k, p.wg, p.cw).permute(2, 0, 1, 3).reshape(p.wg, rows, p.k * p.cw)
+
+
+class _DeformConv2dCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, offset, weight, bias, mask, stride, padding, dilation):
+        p = _Plan(input, offset, weight, mask, stride, padding, dilation)
+        xp = _image_rows(input, p)
+        wm = _weight_matrix(weight, p)
+        per_img = p.ho * p.wo
+        out = input.new_empty(p.n, p.co, p.ho, p.wo)
+        out3 = out.view(p.n, p.co, per_img)
+        wg, cow = p.wg, p.co // p.wg
+        for s, e, n0, n1, j0, j1 in p.chunks():
+            rows = e - s
+            cols = p.gather(xp, s, e).view(rows, p.k * p.c)
+            single = n1 == n0 + 1
+            if wg == 1:
+                if single:  # (Co, rows) slice of the NCHW output, written in place by the GEMM
+                    dst = out3[n0, :, j0:j1]
+                    if bias is not None:
+                        torch.addmm(bias.view(-1, 1), wm.t(), cols.t(), out=dst)
+                    else:
+                        torch.mm(wm.t(), cols.t(), out=dst)
+                else:
+                    res = torch.addmm(bias, cols, wm) if bias is not None else torch.mm(cols, wm)
+                    out3[n0:n1].copy_(res.view(n1 - n0, per_img, p.co).transpose(1, 2))
+            else:
+                res = torch.bmm(_group_cols(cols, p), wm)  # (wg, rows, Co / wg)
+                if single:
+                    out3[n0, :, j0:j1].view(wg, cow, rows).copy_(res.transpose(1, 2))
+                else:
+                    out3[n0:n1].view(n1 - n0, wg, cow, per_img).copy_(
+                        res.view(wg, n1 - n0, per_img, cow).permute(1, 0, 3, 2))
+        if bias is not None and (wg > 1 or p.np == 0):
+            out += bias.view(-1, 1, 1)
+        ctx.plan = p
+        ctx.save_for_backward(xp, wm)
+        ctx.has_bias = bias is not None
+        ctx.has_mask = mask is not None
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        p: _Plan = ctx.plan
+        xp, wm = ctx.saved_tensors
+        need_x, need_off, need_w, need_b, need_m = ctx.needs_input_grad[:5]
+        need_d = need_off or (need_m and ctx.has_mask)
+        grad_out = grad_out.contiguous()
+        per_img = p.ho * p.wo
+        g3 = grad_out.view(p.n, p.co, per_img)
+        gxp = torch.zeros_like(xp) if need_x else None
+        gw = torch.zeros_like(wm) if need_w else None
+        r = p.rows_per_pos
+        d = xp.new_empty(p.np * r * 4) if need_d else None
+        wg, cow = p.wg, p.co // p.wg
+        if p.np > 0 and (need_x or need_w or need_d):
+            gbuf = xp.new_empty(p.max_rows, p.k * p.c) if (need_x or need_d) else None
+            for s, e, n0, n1, j0, j1 in p.chunks():
+                rows = e - s
+                if n1 == n0 + 1:
+                    go = g3[n0, :, j0:j1].t()  # (rows, Co), a transposed view
+                else:
+                    go = g3[n0:n1].transpose(1, 2).reshape(rows, p.co)
+                gop = go.reshape(rows, wg, cow).transpose(0, 1) if wg > 1 else None
+                if need_w:
+                    cols = p.gather(xp, s, e).view(rows, p.k * p.c)
+                    if wg == 1:
+                        gw.addmm_(cols.t(), go)
+                    else:
+                        gw.baddbmm_(_group_cols(cols, p).transpose(1, 2), gop)
+                if need_x or need_d:
+                    gcols = gbuf[:rows]
+                    if wg == 1:
+                        torch.mm(go, wm.t(), out=gcols)
+                    else:
+                        res = torch.bmm(gop, wm.transpose(1, 2))  # (wg, rows, K * Cw)
+                        gcols.view(rows, p.k, wg, p.cw).copy_(res.view(wg, rows, p.k, p.cw).permute(1, 2, 0, 3))
+                    gcols_rows = gcols.view(rows * r, p.cg)
+                    if need_x:
+                        p.scatter_add(gxp, s, e, gcols_rows)
+                    if need_d:
+                        # dL/dB at B's non-zeros: a sampled dense-dense product
+                        dv = torch.sparse.sampled_addmm(p.b(s, e), gcols_rows, xp.t(), beta=0.0).values()
+                        d[4 * r * s: 4 * r * e] = dv
+        grad_input = grad_offset = grad_weight = grad_bias = grad_mask = None
+        if need_x:
+            gi = gxp.view(p.n, p.g, p.hp, p.wp, p.cg)[:, :, _PAD:_PAD + p.h, _PAD:_PAD + p.w, :]
+            grad_input = gi.permute(0, 1, 4, 2, 3).reshape(p.n, p.c, p.h, p.w)
+        if need_w:
+            grad_weight = _weight_from_matrix(gw, p)
+        if need_b and ctx.has_bias:
+            grad_bias = grad_out.sum((0, 2, 3))
+        if need_d:
+            d = d.view(p.n, p.ho, p.wo, p.k, p.g, 4)
+            d0, d1, d2, d3 = d.unbind(-1)
+            if need_off:
+                gy = p.hx * (d2 - d0) + p.lx * (d3 - d1)
+                gx = p.hy * (d1 - d0) + p.ly * (d3 - d2)
+                if p.m is not None:
+                    gy *= p.m
+                    gx *= p.m
+                gyx = torch.stack([gy, gx], dim=-1)  # (n, ho, wo, k, g, 2)
+                grad_offset = gyx.permute(0, 4, 3, 5, 1, 2).reshape(p.n, 2 * p.g * p.k, p.ho, p.wo)
+            if need_m and ctx.has_mask:
+                gm = p.hy * (p.hx * d0 + p.lx * d1) + p.ly * (p.hx * d2 + p.lx * d3)
+                grad_mask = gm.permute(0, 4, 3, 1, 2).reshape(p.n, p.g * p.k, p.ho, p.wo)
+        return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None, None, None
+
+
+def _check(input: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor],
+           stride, padding, dilation) -> None:
+    if input.dim() != 4 or offset.dim() != 4 or weight.dim() != 4:
+        raise ValueError("input, offset and weight must be 4-D")
+    n, c, h, w = input.shape
+    co, cw, kh, kw = weight.shape
+    k = kh * kw
+    if offset.shape[1] % (2 * k) != 0 or offset.shape[1] == 0:
+        raise RuntimeError(
+            "the shape of the offset tensor at dimension 1 is not valid. It should be a multiple of "
+            f"2 * weight.size[2] * weight.size[3].\nGot offset.shape[1]={offset.shape[1]}, while "
+            f"2 * weight.size[2] * weight.size[3]={2 * k}")
+    g = offset.shape[1] // (2 * k)
+    if cw == 0 or c % cw != 0:
+        raise RuntimeError(f"input channels {c} not divisible by weight.shape[1]={cw}")
+    wg = c // cw
+    if co % wg != 0:
+        raise RuntimeError(f"output channels {co} not divisible by the {wg} weight groups")
+    if c % g != 0:
+        raise RuntimeError(f"input channels {c} not divisible by the {g} offset groups")
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+        raise RuntimeError("stride and dilation must be >= 1 and padding >= 0")
+    ho = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    wo = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    if ho <= 0 or wo <= 0:
+        raise RuntimeError(f"output size would be {ho}x{wo}")
+    if offset.shape[0] != n or tuple(offset.shape[2:]) != (ho, wo):
+        raise RuntimeError(f"offset has shape {tuple(offset.shape)}, expected ({n}, {2 * g * k}, {ho}, {wo})")
+    if mask is not None and tuple(mask.shape) != (n, g * k, ho, wo):
+        raise RuntimeError(f"mask has shape {tuple(mask.shape)}, expected ({n}, {g * k}, {ho}, {wo})")
+    if bias is not None and tuple(bias.shape) != (co,):
+        raise RuntimeError(f"bias has shape {tuple(bias.shape)}, expected ({co},)")
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: IntOrPair = (1, 1),
+    padding: IntOrPair = (0, 0),
+    dilation: IntOrPair = (1, 1),
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Deformable convolution v1 (``mask=None``) or v2 (modulated, with ``mask``).
+
+    Same arguments, shapes, offset layout and result as :func:`torchvision.ops.deform_conv2d`
+    (see the module docstring). Differentiable with respect to ``input``, ``offset``,
+    ``weight``, ``bias`` and ``mask`` (first order). CPU tensors use our implementation,
+    anything else torchvision's kernel.
+    """
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    if input.device.type != "cpu":
+        import torchvision
+
+        return torchvision.ops.deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding,
+                                             dilation=dilation, mask=mask)
+    _check(input, offset, weight, bias, mask, stride, padding, dilation)
+    dtype = input.dtype
+    work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+    def cast(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.to(work)
+
+    out = _DeformConv2dCPU.apply(cast(input), cast(offset), cast(weight), cast(bias), cast(mask),
+                                 stride, padding, dilation)
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+class DeformConv2d(nn.Module):
+    """A 3x3 (or any kernel) convolution whose sampling grid is deformed by learned offsets.
+
+    Holds the main convolution as ``weight`` / ``bias`` with exactly the names and shapes of
+    :class:`torch.nn.Conv2d` (a plain Conv2d's state dict loads into it; the missing
+    ``offset_conv.*`` keys are then kept as they are), plus ``offset_conv``: a plain
+    ``nn.Conv2d`` on the same input with the same kernel, stride, padding and dilation that
+    predicts ``2 * offset_groups * kh * kw`` offsets (torchvision layout) and, when
+    ``modulated`` (DCN v2), ``offset_groups * kh * kw`` mask logits after them.
+
+    ``offset_conv`` starts at zero weights and bias, so at initialisation the module computes
+    exactly the plain convolution: zero offsets, and the modulation mask is
+    ``2 * sigmoid(logits)``, which is exactly 1 at zero logits (range (0, 2)).
+
+    ``forward(x, return_offsets=True)`` returns ``(out, offset, mask)`` (``mask`` is None for
+    v1) for visualisation; :meth:`offsets` computes just the latter two.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, *, stride: IntOrPair = 1,
+                 padding: IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1, offset_groups: int = 1,
+                 modulated: bool = False, bias: bool = True):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        if in_channels % offset_groups:
+            raise ValueError("in_channels must be divisible by offset_groups")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.offset_groups = offset_groups
+        self.modulated = modulated
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        n_off = offset_groups * kh * kw * (3 if modulated else 2)
+        self.offset_conv = nn.Conv2d(in_channels, n_off, self.kernel_size, stride=self.stride,
+                                     padding=self.padding, dilation=self.dilation, bias=True)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # the main conv exactly as nn.Conv2d initialises itself
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+        init.zeros_(self.offset_conv.weight)
+        init.zeros_(self.offset_conv.bias)
+
+    def offsets(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """The sampling offsets ``(N, 2 * G * kh * kw, Hout, Wout)`` and mask (or None) for ``x``."""
+        o = self.offset_conv(x)
+        if not self.modulated:
+            return o, None
+        n_off = 2 * self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
+        offset, logits = o[:, :n_off], o[:, n_off:]
+        return offset, 2.0 * torch.sigmoid(logits)
+
+    def forward(self, x: Tensor, return_offsets: bool = False):
+        offset, mask = self.offsets(x)
+        out = deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                            dilation=self.dilation, mask=mask)
+        if return_offsets:
+            return out, offset, mask
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # A plain nn.Conv2d state dict has no offset branch: keep ours (zeros at init) instead of
+        # reporting missing keys. Children are loaded from this same dict after this call.
+        if prefix + "weight" in state_dict:
+            for name, t in self.offset_conv.state_dict(keep_vars=True).items():
+                state_dict.setdefault(prefix + "offset_conv." + name, t.detach())
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+             f"padding={self.padding}")
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.offset_groups != 1:
+            s += f", offset_groups={self.offset_groups}"
+        if self.modulated:
+            s += ", modulated=True"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
