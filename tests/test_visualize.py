@@ -153,3 +153,22 @@ def test_crowd_regions_drawn_grey_without_skeleton():
     assert stats["people"] == 1 and stats["crowd"] == 1 and stats["skeletons"] == 1
     px = np.asarray(img)
     assert px[60, 120, 0] == px[60, 120, 1] == px[60, 120, 2] > 0  # grey tint, no limb colours inside
+
+
+def test_deform_sampling_points_form_the_plain_grid_at_init_and_move_with_offsets():
+    import poseseg
+    from poseseg.visualize import deform_sampling_points, draw_deform_sampling
+
+    model = poseseg.build_model(poseseg.load_config("tiny", ["model.backbone.deform_stages=[4,5]",
+                                                              "model.input.test_size=256"]))
+    image = np.zeros((256, 256, 3), np.uint8)
+    points, name = deform_sampling_points(model, image, (128, 128))
+    assert name.startswith("backbone.layer4")
+    spacing = np.diff(np.unique(points[:, 0].round(3)))
+    assert points.shape == (9, 2) and np.allclose(spacing, 32.0)  # res5 cells are 32 px apart
+    conv = model.get_submodule(name)
+    torch.nn.init.constant_(conv.offset_conv.bias, 0.0)
+    conv.offset_conv.bias.data[1] = 1.0  # kernel point 0: dx = +1 input cell = +32 px
+    moved, _ = deform_sampling_points(model, image, (128, 128))
+    assert np.allclose(moved[0] - points[0], [32.0, 0.0]) and np.allclose(moved[1:], points[1:])
+    assert draw_deform_sampling(model, image, (128, 128)).size == (256, 256)

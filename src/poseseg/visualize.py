@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from poseseg.data.schema import KeypointSchema, coco_person_schema
 
-__all__ = ["draw", "draw_ground_truth", "draw_sampling_points", "to_pil", "person_color",
+__all__ = ["draw", "draw_ground_truth", "draw_sampling_points", "draw_deform_sampling", "deform_sampling_points",
+           "to_pil", "person_color",
            "LEFT_COLOR", "RIGHT_COLOR", "CENTER_COLOR", "limb_side"]
 
 LEFT_COLOR = (30, 144, 255)  # blue
@@ -328,3 +329,60 @@ def draw_sampling_points(image: Any, points: Any, center: Sequence[float], *,
         for x, y in g:
             _dot(d, (x, y), r, c, outline=OUTLINE, width=1)
     return out
+
+
+@torch.no_grad()
+def deform_sampling_points(model: torch.nn.Module, image: Any, pixel: Sequence[float],
+                           layer: str | None = None) -> tuple[np.ndarray, str]:
+    """Where a deformable layer samples for the output location over image ``pixel`` (x, y).
+
+    Returns ((kh*kw, 2) sampling points in the image's pixel coordinates, the layer's name).
+    ``layer`` is a module name such as ``backbone.layer4.1.conv2``; the last deformable conv of
+    the backbone by default.
+    """
+    from poseseg.ops import DeformConv2d
+
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, DeformConv2d) and n.startswith("backbone.")}
+    if not layers:
+        raise ValueError("the model has no deformable conv in its backbone (model.backbone.deform_stages)")
+    name = layer or list(layers)[-1]
+    if name not in layers:
+        raise ValueError(f"{name!r} is not a deformable backbone layer; choose from {', '.join(layers)}")
+    conv = layers[name]
+    img = to_pil(image)
+    tensor = torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)
+    captured = {}
+    hook = conv.register_forward_hook(lambda m, args, out: captured.setdefault("x", args[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        batch, _ = model.transform([tensor.to(next(model.parameters()).device)])
+        model.backbone(batch.tensors)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    x = captured["x"]  # (1, C, Hin, Win)
+    offset, _ = conv.offsets(x)  # (1, 2*kh*kw, Hout, Wout), (dy, dx) per kernel point
+    scale = batch.image_sizes[0][1] / img.width  # resized / original
+    stride_in = batch.tensors.shape[-1] / x.shape[-1]  # image pixels per input cell
+    sh, sw = conv.stride
+    ph, pw = conv.padding
+    dh, dw = conv.dilation
+    kh, kw = conv.kernel_size
+    hout, wout = offset.shape[-2:]
+    i = int(min(max(pixel[1] * scale / (stride_in * sh), 0), hout - 1))
+    j = int(min(max(pixel[0] * scale / (stride_in * sw), 0), wout - 1))
+    points = []
+    for k in range(kh * kw):
+        ky, kx = divmod(k, kw)
+        y = i * sh - ph + ky * dh + float(offset[0, 2 * k, i, j])
+        xx = j * sw - pw + kx * dw + float(offset[0, 2 * k + 1, i, j])
+        points.append(((xx + 0.5) * stride_in / scale, (y + 0.5) * stride_in / scale))
+    return np.asarray(points), name
+
+
+def draw_deform_sampling(model: torch.nn.Module, image: Any, pixel: Sequence[float],
+                         layer: str | None = None) -> Image.Image:
+    """The picture: the sampling points of a deformable layer for one pixel, drawn on the image."""
+    points, _ = deform_sampling_points(model, image, pixel, layer)
+    return draw_sampling_points(image, points, pixel, connect=True)
