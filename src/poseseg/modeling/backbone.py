@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -35,6 +36,33 @@ def make_conv3x3(in_ch: int, out_ch: int, *, stride: int = 1, deformable: bool =
     return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
 
 
+def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``; at inference, one convolution with the norm folded into it.
+
+    A frozen BN, or a BN in eval mode, is the per-channel affine y = x * s + t with
+    s = w / sqrt(var + eps) and t = b - mean * s, so ``norm(conv(x)) = conv'(x)`` with weight
+    W * s and bias t. That saves the two passes over every activation map that the affine costs
+    (see benchmarks/RESULTS.md, issue 8). The folded weights are recomputed on each call (one
+    multiply per weight, small next to the convolutions), so there is no cache to go stale and
+    the parameters, their names and checkpoint loading are untouched. Equal to the unfolded path up to float rounding (~1e-6 relative). Used only
+    in eval mode; training, GroupNorm and deformable convs take the plain path.
+    """
+    foldable = (not norm.training and isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)) and type(conv) is nn.Conv2d
+                and getattr(norm, "running_var", None) is not None)
+    if not foldable:
+        return norm(conv(x))
+    scale = norm.running_var.add(norm.eps).rsqrt()
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -49,10 +77,10 @@ class BasicBlock(nn.Module):
         self.downsample = _shortcut(in_ch, out_ch, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        identity = x if self.downsample is None else conv_norm(*self.downsample, x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = conv_norm(self.conv2, self.bn2, out)
+        return _add_relu(out, identity)
 
 
 class Bottleneck(nn.Module):
@@ -71,11 +99,19 @@ class Bottleneck(nn.Module):
         self.downsample = _shortcut(in_ch, out_ch, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        identity = x if self.downsample is None else conv_norm(*self.downsample, x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out))
+        out = conv_norm(self.conv3, self.bn3, out)
+        return _add_relu(out, identity)
+
+
+def _add_relu(out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """relu(out + identity); without autograd, in place in ``out`` (a fresh block-local tensor):
+    the same values without allocating (and page-faulting in) another full-size map."""
+    if torch.is_grad_enabled() and (out.requires_grad or identity.requires_grad):
+        return torch.relu(out + identity)
+    return out.add_(identity).relu_()
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int, norm: str) -> nn.Module | None:
@@ -121,7 +157,7 @@ class ResNet(nn.Module):
             getattr(self, f"layer{stage - 1}").requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/4, W/4)
+        x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))  # (B, w, H/4, W/4)
         out = OrderedDict()
         for stage in range(2, 6):
             x = getattr(self, f"layer{stage - 1}")(x)
