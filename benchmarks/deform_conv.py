@@ -101,6 +101,8 @@ def bench(names, variants, impls, repeats: int, warmup: int):
             row = {"shape": name, "variant": variant, "size": list(SHAPES[name])}
             for (k, mode), ts in times.items():
                 row[f"{k}_{mode}_ms"] = statistics.median(ts)
+                row[f"{k}_{mode}_min_ms"] = min(ts)
+                row[f"{k}_{mode}_all_ms"] = [round(t, 3) for t in ts]
             for mode in ("fwd", "fwdbwd"):
                 for k in fns:
                     if k != "conv":
