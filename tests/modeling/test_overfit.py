@@ -7,6 +7,7 @@ import poseseg
 from poseseg.data.synth import render_image
 
 SIZE = 160
+EXTRA = __import__("os").environ.get("OVERFIT_EXTRA", "").split()
 
 
 def synthetic_batch(n=2, seed=0):
@@ -28,7 +29,7 @@ def synthetic_batch(n=2, seed=0):
 
 def test_tiny_overfits_a_few_synthetic_images():
     torch.manual_seed(0)
-    cfg = poseseg.load_config("tiny", [f"model.input.test_size={SIZE}"])
+    cfg = poseseg.load_config("tiny", [f"model.input.test_size={SIZE}", *EXTRA])
     model = poseseg.build_model(cfg).train()
     images, targets = synthetic_batch()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -45,8 +46,8 @@ def test_tiny_overfits_a_few_synthetic_images():
     # rises once proposals get close: "initial" is the worst of the first 20 steps
     first = {k: max(h[k] for h in history[:20]) for k in history[0]}
     last = {k: np.mean([h[k] for h in history[-10:]]) for k in history[0]}
-    for k in first:
-        assert last[k] * 5 <= first[k], f"{k} fell only from {first[k]:.4f} to {last[k]:.4f}"
+    slow = {k: f"{first[k]:.4f} -> {last[k]:.4f}" for k in first if last[k] * 5 > first[k]}
+    assert not slow, f"losses that fell less than 5x: {slow}"
     model.eval()
     with torch.no_grad():
         out = model(images)

@@ -47,8 +47,12 @@ class MaskHead(nn.Module):
 
 
 def crop_masks(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idxs: torch.Tensor, size: int) -> torch.Tensor:
-    """Resample each RoI's matched (H, W) mask into the RoI: (R, size, size) in [0, 1]."""
+    """Resample each RoI's matched (H, W) mask into the RoI, binarised at 0.5: (R, size, size) of {0, 1}.
+
+    Binary targets (as Detectron2) let the loss reach 0; soft ones would floor it at their entropy.
+    """
     if boxes.shape[0] == 0:
         return boxes.new_zeros((0, size, size))
     rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)  # (R, 5) batch index + box
-    return roi_align(gt_masks[:, None].to(boxes), rois, (size, size), 1.0)[:, 0]
+    soft = roi_align(gt_masks[:, None].to(boxes), rois, (size, size), 1.0)[:, 0]
+    return (soft >= 0.5).to(boxes.dtype)
