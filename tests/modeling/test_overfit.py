@@ -7,7 +7,6 @@ import poseseg
 from poseseg.data.synth import render_image
 
 SIZE = 160
-EXTRA = __import__("os").environ.get("OVERFIT_EXTRA", "").split()
 
 
 def synthetic_batch(n=2, seed=0):
@@ -29,7 +28,7 @@ def synthetic_batch(n=2, seed=0):
 
 def test_tiny_overfits_a_few_synthetic_images():
     torch.manual_seed(0)
-    cfg = poseseg.load_config("tiny", [f"model.input.test_size={SIZE}", *EXTRA])
+    cfg = poseseg.load_config("tiny", [f"model.input.test_size={SIZE}"])
     model = poseseg.build_model(cfg).train()
     images, targets = synthetic_batch()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
