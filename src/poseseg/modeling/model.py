@@ -24,6 +24,9 @@ from poseseg.modeling.rpn import build_rpn
 from poseseg.types import Prediction, Target
 
 
+CHANNELS_LAST_INFERENCE = True  # the exact-rounding tests switch it off
+
+
 class PoseSegModel(nn.Module):
     def __init__(self, *, transform: GeneralizedRCNNTransform, backbone: ResNet, fpn: FPN, rpn: nn.Module,
                  sampler: ProposalSampler, box_pooler: RoIPooler, box_head: BoxHead,
@@ -56,7 +59,7 @@ class PoseSegModel(nn.Module):
         plain_targets, crowd_boxes = _split_crowd(targets) if targets is not None else (None, None)
         batch, plain_targets = self.transform(images, plain_targets)
         pixels = batch.tensors
-        if not self.training:
+        if not self.training and CHANNELS_LAST_INFERENCE:
             # Inference runs the trunk, FPN and RPN convs in channels-last layout: oneDNN's CPU
             # convolutions are faster on it (much faster for the RPN's few-channel 1x1 convs).
             # Same values up to float rounding (~1e-6 relative); training is left as it is.
