@@ -58,6 +58,8 @@ class RunLogger:
                 if isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, iteration)
         loss_text = " ".join(f"{k.removeprefix('loss_')}={v:.3f}" for k, v in values.items() if k.startswith("loss"))
+        if not loss_text:  # e.g. evaluation results: in the jsonl and TensorBoard, printed as a table elsewhere
+            return
         if self.bar is not None:
             self.bar.set_postfix_str(f"lr={values.get('lr', 0):.4g} {loss_text}", refresh=False)
         else:
