@@ -1,0 +1,302 @@
+"""Inference latency of the full model vs what a user runs today for masks + keypoints (issue 8, "Speed").
+
+    python benchmarks/latency.py                       # 800 px, 5 timed rounds after 1 warm-up round
+    python benchmarks/latency.py --runs 7 --warmup 2 --json latency.json
+
+Compared, in one process, on the same image:
+
+* ``ours``: ``paper_regular`` (ResNet-50-FPN, box + mask + keypoint heads with offsets);
+* ``tv_keypoint`` then ``tv_mask``: torchvision's ``keypointrcnn_resnet50_fpn`` followed by
+  ``maskrcnn_resnet50_fpn`` (``weights=None, weights_backbone=None, num_classes=2``), i.e. two
+  full detectors; their sum is the baseline ("torchvision" below);
+* ``tiny`` at its own test size (320 px), and ``paper_rb_h`` when that preset exists.
+
+Fairness: every model is built from ``torch.manual_seed(0)`` (random but fixed weights), runs
+in eval mode under ``torch.inference_mode()`` with ``--threads`` intra-op threads, and returns
+exactly ``--detections`` detections (score threshold 0, detections per image = N; asserted on
+every run), so all heads do the same amount of work. The image is random noise with a fixed
+seed, ``--size`` x round(4/3 * size) (800 x 1067: a 640 x 480 COCO photo at the usual 800 px
+test scale; padded to 800 x 1088 inside the models). Each round runs every model once, in an
+order rotated from round to round, plus a fp32 2048 x 2048 GEMM, so load from other processes
+on the machine hits all of them alike; reported times are medians over the timed rounds.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, transposed
+convolutions and matrix products; RoIAlign, NMS, interpolation and elementwise ops are not
+counted, nor ops it has no formula for). GFLOP/s = counted FLOPs / median seconds; it is set
+against the GEMM's GFLOP/s measured in the same rounds.
+
+Peak memory: each model is built and run once in a fresh subprocess; ``peak_rss_mb`` is that
+process's peak resident set (VmHWM in /proc/self/status) after one inference (Python + torch + weights + activations) and
+``infer_rss_mb`` the part added by the inference (peak minus the resident size just before it).
+``tv_pair`` holds both torchvision models and runs one then the other.
+
+Targets (issue 8): ours / (keypoint + mask torchvision) <= 0.62; ours >= 55 % of the GEMM's GFLOP/s.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+import poseseg
+
+RATIO_TARGET = 0.62
+GEMM_FRACTION_TARGET = 0.55
+GEMM_N = 2048
+
+
+# ----------------------------------------------------------------------------- models and inputs
+
+
+def make_image(size: int) -> torch.Tensor:
+    """(3, size, round(4/3 size)) noise in [0, 1], the same every call."""
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(3, size, round(size * 4 / 3), generator=g)
+
+
+def build(name: str, detections: int, size: int) -> tuple[torch.nn.Module, int]:
+    """Model ``name`` in eval mode with fixed random weights, resizing images to ``size`` (shorter side;
+    longer side capped at 1333/800 of it, torchvision's and our default), except ``tiny``, which keeps
+    its own test size. Returns the model and the shorter image side it runs at."""
+    torch.manual_seed(0)
+    max_size = round(size * 1333 / 800)
+    if name.startswith("tv_"):
+        build_fn = {"tv_keypoint": torchvision.models.detection.keypointrcnn_resnet50_fpn,
+                    "tv_mask": torchvision.models.detection.maskrcnn_resnet50_fpn}[name]
+        model = build_fn(weights=None, weights_backbone=None, num_classes=2, box_score_thresh=0.0,
+                         box_detections_per_img=detections, min_size=size, max_size=max_size)
+        return model.eval(), size
+    preset = {"ours": "paper_regular"}.get(name, name)
+    overrides = ["model.box.score_thresh=0.0", f"model.box.detections_per_image={detections}"]
+    if name != "tiny":
+        overrides += [f"model.input.test_size={size}", f"model.input.max_size={max_size}"]
+    cfg = poseseg.load_config(preset, overrides=overrides)
+    return poseseg.build_model(cfg).eval(), cfg.model.input.test_size
+
+
+def run_once(model: torch.nn.Module, image: torch.Tensor, detections: int, name: str) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model([image])
+    elapsed = time.perf_counter() - start
+    n = out[0]["boxes"].shape[0]
+    assert n == detections, f"{name} returned {n} detections, expected {detections}"
+    return elapsed
+
+
+def count_flops(model: torch.nn.Module, image: torch.Tensor) -> int:
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model([image])
+    return counter.get_total_flops()
+
+
+class ForeignLoad:
+    """CPU time used by *other* processes while we measure: busy time of all CPUs (/proc/stat)
+    minus this process's own CPU time, divided by wall time, i.e. how many cores others took.
+    Other jobs on a small machine make a 2-thread run wait for a core at every parallel op."""
+
+    def __init__(self):
+        self.start = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:9]]
+        except OSError:
+            return time.perf_counter(), float("nan"), 0.0
+        user, nice, system, idle, iowait, irq, softirq, steal = fields
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        own = sum(os.times()[:2])
+        return time.perf_counter(), busy, own
+
+    def cores(self) -> float:
+        (t0, busy0, own0), (t1, busy1, own1) = self.start, self._now()
+        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9))
+
+
+def gemm_seconds(a: torch.Tensor, b: torch.Tensor, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- memory (subprocess)
+
+
+def _proc_status_mb(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, MiB. Unlike ``ru_maxrss``,
+    VmHWM starts afresh at exec, so a child does not inherit the parent's high-water mark."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(names: list[str], size: int, detections: int, threads: int) -> dict:
+    """Runs in a fresh process: build the models, run each once, report RSS numbers in MiB."""
+    torch.set_num_threads(threads)
+    models = [build(n, detections, size) for n in names]
+    images = [make_image(s) for _, s in models]
+    before = _proc_status_mb("VmRSS")
+    for n, (m, _), img in zip(names, models, images):
+        run_once(m, img, detections, n)
+    peak = _proc_status_mb("VmHWM")
+    return {"peak_rss_mb": round(peak, 1), "rss_before_mb": round(before, 1), "infer_rss_mb": round(peak - before, 1)}
+
+
+def measure_memory(names: list[str], size: int, detections: int, threads: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", ",".join(names), "--size", str(size),
+           "--detections", str(detections), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=800, help="shorter image side for the comparison (default 800)")
+    p.add_argument("--runs", type=int, default=5, help="timed rounds (each runs every model once)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--detections", type=int, default=20)
+    p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
+    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--_memory-child", dest="memory_child", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child.split(","), args.size, args.detections, args.threads)))
+        return
+
+    torch.set_num_threads(args.threads)
+    names = ["ours", "tv_keypoint", "tv_mask", "tiny"]
+    notes = []
+    if "paper_rb_h" in poseseg.list_presets():
+        names.append("paper_rb_h")
+    else:
+        notes.append("paper_rb_h: no such preset yet (poseseg.list_presets()), row skipped")
+    models, images = {}, {}
+    for n in names:
+        models[n], own_size = build(n, args.detections, args.size)
+        images[n] = make_image(own_size)
+
+    print(f"torch {torch.__version__}, {args.threads} threads, {cpu_name()}, image {tuple(images['ours'].shape[1:])}, "
+          f"{args.detections} detections, {args.warmup} warm-up + {args.runs} timed rounds", flush=True)
+    flops = {n: count_flops(models[n], images[n]) for n in names}
+    a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    gemm: list[float] = []
+    foreign: list[float] = []
+    load_start = os.getloadavg()
+    for r in range(args.warmup + args.runs):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate so no model always goes first
+        load = ForeignLoad()
+        row = {n: run_once(models[n], images[n], args.detections, n) for n in order}
+        g = gemm_seconds(a, b)
+        others = load.cores()
+        if r >= args.warmup:
+            for n in names:
+                times[n].append(row[n])
+            gemm.append(g)
+            foreign.append(others)
+        tag = "warm-up" if r < args.warmup else f"round {r - args.warmup + 1}/{args.runs}"
+        print(f"  {tag}: " + ", ".join(f"{n} {row[n]:.2f}s" for n in names) + f", gemm {g * 1e3:.0f}ms"
+              f" (other processes: {others:.2f} cores)", flush=True)
+
+    gemm_gflops = 2 * GEMM_N**3 / statistics.median(gemm) / 1e9
+    memory = {}
+    if not args.no_memory:
+        for n in names:
+            memory[n] = measure_memory([n], args.size, args.detections, args.threads)
+        memory["tv_pair"] = measure_memory(["tv_keypoint", "tv_mask"], args.size, args.detections, args.threads)
+
+    per_model = {}
+    for n in names:
+        med = statistics.median(times[n])
+        per_model[n] = {"image": list(images[n].shape[1:]), "median_s": med, "min_s": min(times[n]),
+                        "max_s": max(times[n]), "times_s": times[n], "gflop": flops[n] / 1e9,
+                        "gflops_per_s": flops[n] / 1e9 / med, "fraction_of_gemm": flops[n] / 1e9 / med / gemm_gflops,
+                        **memory.get(n, {})}
+    ours_s = per_model["ours"]["median_s"]
+    tv_s = per_model["tv_keypoint"]["median_s"] + per_model["tv_mask"]["median_s"]
+    paired = [o / (k + m) for o, k, m in zip(times["ours"], times["tv_keypoint"], times["tv_mask"])]
+    ratio = ours_s / tv_s
+    frac = per_model["ours"]["fraction_of_gemm"]
+    result = {
+        "ours_s": ours_s, "torchvision_s": tv_s, "ratio": ratio, "ratio_paired_median": statistics.median(paired),
+        "gflops_per_s": per_model["ours"]["gflops_per_s"], "gemm_gflops_per_s": gemm_gflops,
+        "fraction_of_gemm": frac, "ratio_target": RATIO_TARGET, "gemm_fraction_target": GEMM_FRACTION_TARGET,
+        "ratio_met": ratio <= RATIO_TARGET, "gemm_fraction_met": frac >= GEMM_FRACTION_TARGET,
+        "torchvision_gflop": (flops["tv_keypoint"] + flops["tv_mask"]) / 1e9,
+        "other_processes_cores_per_round": foreign, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "tv_pair_memory": memory.get("tv_pair"), "models": per_model, "notes": notes,
+        "size": args.size, "detections": args.detections, "threads": args.threads, "runs": args.runs,
+        "warmup": args.warmup, "torch": torch.__version__, "torchvision": torchvision.__version__, "cpu": cpu_name(),
+        "cpus": os.cpu_count(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+    }
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def format_table(r: dict) -> str:
+    head = (f"| model | image | median s (min-max) | GFLOP | GFLOP/s | % of GEMM | peak RSS MiB | inference RSS MiB |\n"
+            f"|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for n, m in r["models"].items():
+        mem = (f"{m['peak_rss_mb']:.0f} | {m['infer_rss_mb']:.0f}" if "peak_rss_mb" in m else "- | -")
+        lines.append(f"| {n} | {m['image'][0]}x{m['image'][1]} | {m['median_s']:.2f} ({m['min_s']:.2f}-{m['max_s']:.2f}) "
+                     f"| {m['gflop']:.0f} | {m['gflops_per_s']:.0f} | {100 * m['fraction_of_gemm']:.0f} | {mem} |")
+    pair = r["tv_pair_memory"]
+    tv_mem = f"{pair['peak_rss_mb']:.0f} | {pair['infer_rss_mb']:.0f}" if pair else "- | -"
+    lines.append(f"| tv_keypoint + tv_mask | | {r['torchvision_s']:.2f} | {r['torchvision_gflop']:.0f} "
+                 f"| {r['torchvision_gflop'] / r['torchvision_s']:.0f} "
+                 f"| {100 * r['torchvision_gflop'] / r['torchvision_s'] / r['gemm_gflops_per_s']:.0f} | {tv_mem} |")
+    ok = {True: "met", False: "NOT met"}
+    lines += ["",
+              f"GEMM fp32 {GEMM_N}x{GEMM_N}: {r['gemm_gflops_per_s']:.0f} GFLOP/s (median over the timed rounds)",
+              f"ratio ours / (keypoint + mask torchvision) = {r['ours_s']:.2f} / {r['torchvision_s']:.2f} = "
+              f"{r['ratio']:.3f} (per-round paired median {r['ratio_paired_median']:.3f}); target <= {RATIO_TARGET}: "
+              f"{ok[r['ratio_met']]}",
+              f"ours: {r['gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_gemm']:.0f} % of GEMM; target >= "
+              f"{100 * GEMM_FRACTION_TARGET:.0f} %: {ok[r['gemm_fraction_met']]}"]
+    busy = r["other_processes_cores_per_round"]
+    lines.append(f"other processes took {statistics.median(busy):.2f} cores (median; max {max(busy):.2f}) of "
+                 f"{r['cpus']} during the timed rounds; load average {r['loadavg_start'][0]:.2f} at start, "
+                 f"{r['loadavg_end'][0]:.2f} at end")
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
