@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import statistics
 import time
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from poseseg.ops import deform_conv2d
+from machine import cpu_model  # benchmarks/machine.py
 
 SHAPES = {  # name: (batch, channels, height, width, stride)
     "res3": (1, 128, 100, 152, 1),
@@ -29,17 +29,6 @@ SHAPES = {  # name: (batch, channels, height, width, stride)
     "kp": (20, 512, 14, 14, 1),
     "res3-s2": (1, 128, 200, 304, 2),
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_case(name: str, modulated: bool, seed: int = 0):

@@ -38,7 +38,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import poseseg
+from machine import cpu_model  # benchmarks/machine.py
 
 RATIO_TARGET = 0.62
 GEMM_FRACTION_TARGET = 0.55
@@ -170,17 +170,6 @@ def measure_memory(names: list[str], size: int, detections: int, threads: int) -
 # ----------------------------------------------------------------------------- main
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=800, help="shorter image side for the comparison (default 800)")
@@ -208,7 +197,7 @@ def main() -> None:
         models[n], own_size = build(n, args.detections, args.size)
         images[n] = make_image(own_size)
 
-    print(f"torch {torch.__version__}, {args.threads} threads, {cpu_name()}, image {tuple(images['ours'].shape[1:])}, "
+    print(f"torch {torch.__version__}, {args.threads} threads, {cpu_model()}, image {tuple(images['ours'].shape[1:])}, "
           f"{args.detections} detections, {args.warmup} warm-up + {args.runs} timed rounds", flush=True)
     flops = {n: count_flops(models[n], images[n]) for n in names}
     a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
@@ -259,7 +248,7 @@ def main() -> None:
         "other_processes_cores_per_round": foreign, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "tv_pair_memory": memory.get("tv_pair"), "models": per_model, "notes": notes,
         "size": args.size, "detections": args.detections, "threads": args.threads, "runs": args.runs,
-        "warmup": args.warmup, "torch": torch.__version__, "torchvision": torchvision.__version__, "cpu": cpu_name(),
+        "warmup": args.warmup, "torch": torch.__version__, "torchvision": torchvision.__version__, "cpu": cpu_model(),
         "cpus": os.cpu_count(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
     }
