@@ -73,30 +73,25 @@ def seconds_per_step(cfg: Config, steps: int = 4) -> float:
 
 def draw_overlays(weights: Path, data_dir: Path, out_dir: Path, num: int = 8) -> list[Path]:
     """Predictions on the first ``num`` validation images, drawn."""
+    from poseseg.data.image_io import load_image_rgb
+    from poseseg.data.schema import KeypointSchema
     from poseseg.predictor import Predictor
     from poseseg.visualize import draw
 
     predictor = Predictor(weights, device="cpu", score_thresh=0.5)
+    schema = KeypointSchema.from_dict(predictor.schema) if predictor.schema else None
     val = json.loads((data_dir / "val.json").read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for info in val["images"][:num]:
         path = data_dir / "val" / info["file_name"]
         result = predictor.predict(path, with_offsets=True)
-        from poseseg.data.image_io import load_image_rgb
-
-        picture = draw(load_image_rgb(path), result, schema=_schema(predictor), show_offsets=True,
+        picture = draw(load_image_rgb(path), result, schema=schema, show_offsets=True,
                        offsets=result.get("keypoint_peaks"))
         target = out_dir / f"{Path(info['file_name']).stem}_pred.png"
         picture.save(target)
         written.append(target)
     return written
-
-
-def _schema(predictor):
-    from poseseg.data.schema import KeypointSchema
-
-    return KeypointSchema.from_dict(predictor.schema) if predictor.schema else None
 
 
 def run_demo(*, minutes: float = 8.0, out: str | Path = "runs/demo", data_dir: str | Path = "data/synth",
