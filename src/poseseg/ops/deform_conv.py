@@ -105,43 +105,52 @@ class _Plan:
 
         dt = offset.dtype
         dev = offset.device
-        idt = self.index_dtype
-        # sample positions (y, x), row order (n, ho, wo, k, g, yx): offsets + the regular grid.
-        # Work on (y, x) pairs together: every op here is one pass (and one parallel region).
-        ky = (torch.arange(kh, dtype=dt, device=dev) * dh).repeat_interleave(kw)
-        kx = (torch.arange(kw, dtype=dt, device=dev) * dw).repeat(kh)
-        gy = (torch.arange(ho, dtype=dt, device=dev) * sh - ph).view(ho, 1, 1) + ky.view(1, 1, k)
-        gx = (torch.arange(wo, dtype=dt, device=dev) * sw - pw).view(1, wo, 1) + kx.view(1, 1, k)
-        grid = torch.stack(torch.broadcast_tensors(gy, gx), dim=-1).view(1, ho, wo, k, 1, 2)
-        pos = torch.empty(n, ho, wo, k, g, 2, dtype=dt, device=dev)
-        torch.add(offset.reshape(n, g, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3), grid, out=pos)
+        # offsets in row order (n, ho, wo, k, g, yx)
+        off = offset.reshape(n, g, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3).contiguous()
+        ky = (torch.arange(kh, dtype=dt, device=dev) * dh).repeat_interleave(kw).view(1, 1, 1, k, 1)
+        kx = (torch.arange(kw, dtype=dt, device=dev) * dw).repeat(kh).view(1, 1, 1, k, 1)
+        by = (torch.arange(ho, dtype=dt, device=dev) * sh - ph).view(1, ho, 1, 1, 1)
+        bx = (torch.arange(wo, dtype=dt, device=dev) * sw - pw).view(1, 1, wo, 1, 1)
         # Anything at or beyond 2 pixels outside reads only the zero border (value and gradients
-        # are exactly 0 there), so clamping to [-2, h] x [-2, w] changes nothing but keeps
-        # indices local.
-        lim = torch.tensor([h, w], dtype=dt, device=dev)
-        pos.clamp_(min=torch.tensor(-2, dtype=dt, device=dev), max=lim)
-        p0 = torch.floor(pos)
-        frac = pos.sub_(p0)  # (ly, lx)
+        # are exactly 0 there), so clamping to [-2, h] changes nothing but keeps indices local.
+        y = (off[..., 0] + (by + ky)).clamp_(-2, h)
+        x = (off[..., 1] + (bx + kx)).clamp_(-2, w)
+        y0 = torch.floor(y)
+        x0 = torch.floor(x)
+        ly = y.sub_(y0)
+        lx = x.sub_(x0)
+        idt = self.index_dtype
         # clamp again in integer space: NaN offsets must not index out of bounds
-        pi = p0.to(idt).clamp_(min=torch.tensor(-2, dtype=idt, device=dev), max=lim.to(idt))
+        yi = y0.to(idt).clamp_(-2, h)
+        xi = x0.to(idt).clamp_(-2, w)
         # flat row of the top-left neighbour; the image block of (n, g) starts at (n * G + g) * Hp * Wp
         wp = self.wp
         first = (torch.arange(n * g, device=dev, dtype=idt) * self.hp + _PAD) * wp + _PAD
-        base = pi[..., 0] * wp
-        base += pi[..., 1]
+        base = yi.mul_(wp).add_(xi)
         base += first.view(n, 1, 1, 1, g)
-        corners = torch.tensor([0, 1, wp, wp + 1], dtype=idt, device=dev)
-        self.col = (base.unsqueeze(-1) + corners).view(-1)
-        # bilinear weights: (hy, ly) x (hx, lx) = [hy*hx, hy*lx, ly*hx, ly*lx] (the corner order)
-        hl = torch.stack([1.0 - frac, frac], dim=-2)  # (..., h/l, y/x)
-        self.frac = frac
-        wy, wx = hl[..., 0], hl[..., 1]
+        col = torch.empty(base.shape + (4,), dtype=idt, device=dev)
+        col[..., 0] = base
+        torch.add(base, 1, out=col[..., 1])
+        torch.add(base, wp, out=col[..., 2])
+        torch.add(base, wp + 1, out=col[..., 3])
+        self.col = col.view(-1)
+        hy = 1.0 - ly
+        hx = 1.0 - lx
+        self.ly, self.lx, self.hy, self.hx = ly, lx, hy, hx
         if mask is not None:
-            self.m = mask.reshape(n, g, k, ho, wo).permute(0, 3, 4, 2, 1).contiguous()
-            wy = wy * self.m.unsqueeze(-1)
+            m = mask.reshape(n, g, k, ho, wo).permute(0, 3, 4, 2, 1)
+            self.m = m.contiguous()
+            vy0 = hy * self.m
+            vy1 = ly * self.m
         else:
             self.m = None
-        self.val = (wy.unsqueeze(-1) * wx.unsqueeze(-2)).view(-1)
+            vy0, vy1 = hy, ly
+        val = torch.empty(col.shape, dtype=dt, device=dev)
+        torch.mul(vy0, hx, out=val[..., 0])
+        torch.mul(vy0, lx, out=val[..., 1])
+        torch.mul(vy1, hx, out=val[..., 2])
+        torch.mul(vy1, lx, out=val[..., 3])
+        self.val = val.view(-1)
         self._crow = None
         # chunks of output positions: whole images, or pieces of one image (GEMMs then write
         # straight into the NCHW output)
@@ -328,20 +337,18 @@ class _DeformConv2dCPU(torch.autograd.Function):
         if need_b and ctx.has_bias:
             grad_bias = grad_out.sum((0, 2, 3))
         if need_d:
-            d = d.view(p.n, p.ho, p.wo, p.k, p.g, 2, 2)  # (..., y corner, x corner)
-            frac = p.frac
-            wts = torch.stack([1.0 - frac, frac], dim=-2)  # (..., h/l, y/x)
-            wy, wx = wts[..., 0], wts[..., 1]  # (hy, ly), (hx, lx)
+            d = d.view(p.n, p.ho, p.wo, p.k, p.g, 4)
+            d0, d1, d2, d3 = d.unbind(-1)
             if need_off:
-                gyx = torch.empty(frac.shape, dtype=d.dtype, device=d.device)  # (n, ho, wo, k, g, 2)
-                # d/dy: the x weights times (bottom row - top row); d/dx likewise
-                torch.sum((d[..., 1, :] - d[..., 0, :]) * wx, dim=-1, out=gyx[..., 0])
-                torch.sum((d[..., :, 1] - d[..., :, 0]) * wy, dim=-1, out=gyx[..., 1])
+                gy = p.hx * (d2 - d0) + p.lx * (d3 - d1)
+                gx = p.hy * (d1 - d0) + p.ly * (d3 - d2)
                 if p.m is not None:
-                    gyx *= p.m.unsqueeze(-1)
+                    gy *= p.m
+                    gx *= p.m
+                gyx = torch.stack([gy, gx], dim=-1)  # (n, ho, wo, k, g, 2)
                 grad_offset = gyx.permute(0, 4, 3, 5, 1, 2).reshape(p.n, 2 * p.g * p.k, p.ho, p.wo)
             if need_m and ctx.has_mask:
-                gm = torch.einsum("...a,...ab,...b->...", wy, d, wx)
+                gm = p.hy * (p.hx * d0 + p.lx * d1) + p.ly * (p.hx * d2 + p.lx * d3)
                 grad_mask = gm.permute(0, 4, 3, 1, 2).reshape(p.n, p.g * p.k, p.ho, p.wo)
         return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None, None, None
 
