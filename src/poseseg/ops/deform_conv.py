@@ -31,7 +31,7 @@ the border makes out-of-image neighbours contribute 0 to the value *and* to ever
   ``F.embedding_bag(mode="sum", per_sample_weights=...)``: 4-element bags over the rows of
   ``Xp`` -- the gather, the 4-tap weighted sum and the mask in one pass over contiguous rows
   (PyTorch's fbgemm kernel; ~2.5x faster than MKL's sparse x dense here). Then one GEMM
-  ``cols @ W`` (+ bias via ``addmm``) whose ``(rows, Cout)`` result is copied into the NCHW
+  ``cols @ W`` whose ``(rows, Cout)`` result is copied (transposed, + bias) into the NCHW
   output.
 * backward, per chunk: ``cols`` is recomputed (cheaper than keeping 9x the input),
   ``dW += cols^T @ dout``; ``dcols = dout @ W``; ``dXp += B_chunk^T @ dcols`` by sorting the
@@ -42,10 +42,14 @@ the border makes out-of-image neighbours contribute 0 to the value *and* to ever
   from ``d`` and the bilinear weights: ``dmask = sum_q w_q d_q``,
   ``doffset_y = mask * sum_q (dw_q / dy) d_q`` (likewise x).
 
-The sampling matrix is built once per call with whole-tensor ops and kept for the backward,
-together with ``Xp``: about the input's size plus ~40 bytes per sample
-(N * Hout * Wout * kh * kw * G). Everything is vectorised; the only Python loop is over
-chunks. Double backward is not supported (as with torchvision).
+B is built chunk by chunk right before its first use and kept for the backward, together
+with ``Xp``: about the input's size plus ~40 bytes per sample (N * Hout * Wout * kh * kw * G).
+Building it per chunk keeps those index/weight ops small, below PyTorch's parallel grain size,
+so only the gathers, GEMMs and copies start OpenMP parallel regions (about 3 per chunk). That
+costs a few % on an idle machine but is ~1.7x faster when another multi-threaded process
+shares the cores, where every parallel region can wait a scheduler tick.
+Everything is vectorised; the only Python loop is over chunks. Double backward is not
+supported (as with torchvision).
 """
 from __future__ import annotations
 
@@ -77,8 +81,27 @@ def _csr(crow: Tensor, col: Tensor, val: Tensor, size: Tuple[int, int]) -> Tenso
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
 
 
+class _Piece:
+    """The sparse sampling matrix B for one chunk of output positions (and what the backward
+    needs of it): ``col``/``val`` hold the 4 neighbours (flat rows of ``Xp``) and weights of
+    each sample, row order (position, k, g)."""
+
+    __slots__ = ("col", "val", "ly", "lx", "m", "_csr")
+
+    def csr(self, x_rows: int) -> Tensor:
+        if self._csr is None:
+            nnz = self.col.numel()
+            crow = torch.arange(0, nnz + 1, 4, dtype=self.col.dtype, device=self.col.device)
+            self._csr = _csr(crow, self.col, self.val, (nnz // 4, x_rows))
+        return self._csr
+
+
 class _Plan:
-    """Everything about one call that does not depend on the image values."""
+    """Shapes and chunking of one call; the per-chunk sampling matrices are built lazily.
+
+    Building B chunk by chunk, right before it is used, keeps it in cache and keeps every
+    index/weight op small (below PyTorch's parallel grain size): only the gathers and GEMMs
+    start parallel regions, which matters when other processes compete for the cores."""
 
     def __init__(self, input: Tensor, offset: Tensor, weight: Tensor, mask: Optional[Tensor],
                  stride, padding, dilation):
@@ -96,65 +119,23 @@ class _Plan:
         self.g, self.cg = g, c // g
         self.wg = c // cw  # weight groups
         self.ho, self.wo = ho, wo
-        self.np = n * ho * wo  # output positions = GEMM rows
+        self.per_img = per_img = ho * wo
+        self.np = n * per_img  # output positions = GEMM rows
         self.rows_per_pos = k * g  # rows of B per output position
         self.hp, self.wp = h + 2 * _PAD, w + 2 * _PAD
         self.x_rows = n * g * self.hp * self.wp
-        nnz = 4 * self.np * self.rows_per_pos
-        self.index_dtype = torch.int32 if max(nnz, self.x_rows) < 2**31 - 1 else torch.int64
-
-        dt = offset.dtype
-        dev = offset.device
-        # offsets in row order (n, ho, wo, k, g, yx)
-        off = offset.reshape(n, g, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3).contiguous()
-        ky = (torch.arange(kh, dtype=dt, device=dev) * dh).repeat_interleave(kw).view(1, 1, 1, k, 1)
-        kx = (torch.arange(kw, dtype=dt, device=dev) * dw).repeat(kh).view(1, 1, 1, k, 1)
-        by = (torch.arange(ho, dtype=dt, device=dev) * sh - ph).view(1, ho, 1, 1, 1)
-        bx = (torch.arange(wo, dtype=dt, device=dev) * sw - pw).view(1, 1, wo, 1, 1)
-        # Anything at or beyond 2 pixels outside reads only the zero border (value and gradients
-        # are exactly 0 there), so clamping to [-2, h] changes nothing but keeps indices local.
-        y = (off[..., 0] + (by + ky)).clamp_(-2, h)
-        x = (off[..., 1] + (bx + kx)).clamp_(-2, w)
-        y0 = torch.floor(y)
-        x0 = torch.floor(x)
-        ly = y.sub_(y0)
-        lx = x.sub_(x0)
-        idt = self.index_dtype
-        # clamp again in integer space: NaN offsets must not index out of bounds
-        yi = y0.to(idt).clamp_(-2, h)
-        xi = x0.to(idt).clamp_(-2, w)
-        # flat row of the top-left neighbour; the image block of (n, g) starts at (n * G + g) * Hp * Wp
-        wp = self.wp
-        first = (torch.arange(n * g, device=dev, dtype=idt) * self.hp + _PAD) * wp + _PAD
-        base = yi.mul_(wp).add_(xi)
-        base += first.view(n, 1, 1, 1, g)
-        col = torch.empty(base.shape + (4,), dtype=idt, device=dev)
-        col[..., 0] = base
-        torch.add(base, 1, out=col[..., 1])
-        torch.add(base, wp, out=col[..., 2])
-        torch.add(base, wp + 1, out=col[..., 3])
-        self.col = col.view(-1)
-        hy = 1.0 - ly
-        hx = 1.0 - lx
-        self.ly, self.lx, self.hy, self.hx = ly, lx, hy, hx
-        if mask is not None:
-            m = mask.reshape(n, g, k, ho, wo).permute(0, 3, 4, 2, 1)
-            self.m = m.contiguous()
-            vy0 = hy * self.m
-            vy1 = ly * self.m
-        else:
-            self.m = None
-            vy0, vy1 = hy, ly
-        val = torch.empty(col.shape, dtype=dt, device=dev)
-        torch.mul(vy0, hx, out=val[..., 0])
-        torch.mul(vy0, lx, out=val[..., 1])
-        torch.mul(vy1, hx, out=val[..., 2])
-        torch.mul(vy1, lx, out=val[..., 3])
-        self.val = val.view(-1)
-        self._crow = None
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        big = max(4 * self.np * self.rows_per_pos, self.x_rows) >= 2**31 - 1
+        self.index_dtype = torch.int64 if big else torch.int32
+        self.dtype, self.device = offset.dtype, offset.device
+        # (N, G, K, 2, P) / (N, G, K, P) views of the offsets and the mask
+        self.offset = offset.reshape(n, g, k, 2, per_img)
+        self.mask = None if mask is None else mask.reshape(n, g, k, per_img)
+        dt, dev = self.dtype, self.device
+        self.ky = (torch.arange(kh, dtype=dt, device=dev) * dh).repeat_interleave(kw).view(1, 1, k, 1)
+        self.kx = (torch.arange(kw, dtype=dt, device=dev) * dw).repeat(kh).view(1, 1, k, 1)
         # chunks of output positions: whole images, or pieces of one image (GEMMs then write
         # straight into the NCHW output)
-        per_img = ho * wo
         target = max(_MIN_CHUNK_ROWS, _CHUNK_ELEMS // max(1, k * c))
         self.spans = []  # (n0, n1, j0, j1): images [n0, n1) or positions [j0, j1) of image n0
         if per_img >= target:
@@ -169,45 +150,115 @@ class _Plan:
             for n0 in range(0, n, imgs):
                 self.spans.append((n0, min(n, n0 + imgs), 0, per_img))
             self.max_rows = imgs * per_img
+        self.pieces: list = [None] * len(self.spans)
 
     def chunks(self):
-        """(s, e, n0, n1, j0, j1): global output positions [s, e) and where they sit."""
-        per_img = self.ho * self.wo
-        for n0, n1, j0, j1 in self.spans:
-            yield n0 * per_img + j0, (n1 - 1) * per_img + j1, n0, n1, j0, j1
+        """(i, s, e, n0, n1, j0, j1): chunk i = global output positions [s, e) and where they sit."""
+        for i, (n0, n1, j0, j1) in enumerate(self.spans):
+            yield i, n0 * self.per_img + j0, (n1 - 1) * self.per_img + j1, n0, n1, j0, j1
 
-    def b(self, s: int, e: int) -> Tensor:
-        """Rows of B for output positions [s, e) as a CSR matrix."""
-        r = self.rows_per_pos
-        a, z = 4 * r * s, 4 * r * e
-        if self._crow is None:
-            self._crow = torch.arange(0, self.col.numel() + 1, 4, dtype=self.index_dtype, device=self.col.device)
-        return _csr(self._crow[: r * (e - s) + 1], self.col[a:z], self.val[a:z], (r * (e - s), self.x_rows))
+    def piece(self, i: int) -> _Piece:
+        if self.pieces[i] is None:
+            self.pieces[i] = self._build(*self.spans[i])
+        return self.pieces[i]
 
-    def gather(self, xp: Tensor, s: int, e: int) -> Tensor:
-        """cols = B[s:e] @ xp: (rows * K * G, C / G), i.e. (rows, K * C) row-major."""
-        r = self.rows_per_pos
-        a, z = 4 * r * s, 4 * r * e
+    def _build(self, n0: int, n1: int, j0: int, j1: int) -> _Piece:
+        dt, dev, idt = self.dtype, self.device, self.index_dtype
+        sh, sw = self.stride
+        ph, pw = self.padding
+        h, w, g = self.h, self.w, self.g
+        # offsets of these positions in row order (image, position, k, g, yx)
+        off = self.offset[n0:n1, :, :, :, j0:j1].permute(0, 4, 2, 1, 3)
+        j = torch.arange(j0, j1, device=dev)
+        by = ((j // self.wo) * sh - ph).to(dt).view(1, -1, 1, 1)
+        bx = ((j % self.wo) * sw - pw).to(dt).view(1, -1, 1, 1)
+        # Anything at or beyond 2 pixels outside reads only the zero border (value and gradients
+        # are exactly 0 there), so clamping to [-2, h] changes nothing but keeps indices local.
+        y = (off[..., 0] + (by + self.ky)).clamp_(-2, h)
+        x = (off[..., 1] + (bx + self.kx)).clamp_(-2, w)
+        # floor = truncation, minus 1 below non-integer negatives (torch.floor goes through VML,
+        # which starts a parallel region from 2048 elements on); then clamp again in integer
+        # space: NaN offsets must not index out of bounds
+        yi = y.to(idt)
+        yi.sub_((yi > y).to(idt))
+        xi = x.to(idt)
+        xi.sub_((xi > x).to(idt))
+        ly = y.sub_(yi)
+        lx = x.sub_(xi)
+        yi.clamp_(-2, h)
+        xi.clamp_(-2, w)
+        # flat row of the top-left neighbour; the block of image n, group g starts at (n * G + g) * Hp * Wp
+        wp = self.wp
+        first = (torch.arange(n0 * g, n1 * g, device=dev, dtype=idt) * self.hp + _PAD) * wp + _PAD
+        base = yi.mul_(wp).add_(xi)
+        base += first.view(n1 - n0, 1, 1, g)
+        col = torch.empty(base.shape + (4,), dtype=idt, device=dev)
+        col[..., 0] = base
+        torch.add(base, 1, out=col[..., 1])
+        torch.add(base, wp, out=col[..., 2])
+        torch.add(base, wp + 1, out=col[..., 3])
+        hy = 1.0 - ly
+        hx = 1.0 - lx
+        pc = _Piece()
+        if self.mask is not None:
+            m = self.mask[n0:n1, :, :, j0:j1].permute(0, 3, 2, 1).contiguous()  # (image, position, k, g)
+            hy = hy.mul_(m)
+            pc.m = m
+            vy1 = ly * m
+        else:
+            pc.m = None
+            vy1 = ly
+        val = torch.empty(col.shape, dtype=dt, device=dev)
+        torch.mul(hy, hx, out=val[..., 0])
+        torch.mul(hy, lx, out=val[..., 1])
+        torch.mul(vy1, hx, out=val[..., 2])
+        torch.mul(vy1, lx, out=val[..., 3])
+        pc.col, pc.val, pc.ly, pc.lx, pc._csr = col.view(-1), val.view(-1), ly, lx, None
+        return pc
+
+    def gather(self, xp: Tensor, i: int) -> Tensor:
+        """cols = B_i @ xp: (rows * K * G, C / G), i.e. (rows, K * C) row-major."""
+        pc = self.piece(i)
         # a sum-mode embedding bag with per-sample weights is exactly a CSR x dense product with
         # 4 non-zeros per row, and PyTorch's CPU kernel for it (fbgemm) is the fastest we have
-        return F.embedding_bag(self.col[a:z].view(-1, 4), xp, mode="sum",
-                               per_sample_weights=self.val[a:z].view(-1, 4))
+        return F.embedding_bag(pc.col.view(-1, 4), xp, mode="sum", per_sample_weights=pc.val.view(-1, 4))
 
-    def scatter_add(self, gxp: Tensor, s: int, e: int, grad_cols: Tensor) -> None:
-        """gxp += B[s:e]^T @ grad_cols, touching only the rows of gxp this chunk reads.
+    def scatter_add(self, gxp: Tensor, i: int, grad_cols: Tensor) -> None:
+        """gxp += B_i^T @ grad_cols, touching only the rows of gxp this chunk reads.
 
         The transpose of the chunk is built by sorting its column indices; each touched image
         row is then one "bag" over the rows of grad_cols, so the same gather kernel does it."""
-        r = self.rows_per_pos
-        a, z = 4 * r * s, 4 * r * e
-        col = self.col[a:z]
-        lo, hi = torch.aminmax(col)
+        pc = self.piece(i)
+        lo, hi = torch.aminmax(pc.col)
         lo, hi = int(lo), int(hi) + 1
-        key, order = torch.sort(col - lo)
+        key, order = torch.sort(pc.col - lo)
         starts = torch.searchsorted(key, torch.arange(hi - lo, dtype=key.dtype, device=key.device))
         res = F.embedding_bag(order >> 2, grad_cols, starts, mode="sum",
-                              per_sample_weights=self.val[a:z].index_select(0, order))
+                              per_sample_weights=pc.val.index_select(0, order))
         gxp[lo:hi] += res
+
+    def sample_grads(self, i: int, grad_cols: Tensor, xp: Tensor, goff: Optional[Tensor],
+                     gmask: Optional[Tensor]) -> None:
+        """Offset and mask gradients of chunk i, written into (N, G, K, 2, P) / (N, G, K, P)."""
+        pc = self.piece(i)
+        # dL/dB at B's non-zeros, d = <grad_cols row, xp row>: a sampled dense-dense product
+        d = torch.sparse.sampled_addmm(pc.csr(self.x_rows), grad_cols, xp.t(), beta=0.0).values()
+        d0, d1, d2, d3 = d.view(pc.ly.shape + (4,)).unbind(-1)
+        n0, n1, j0, j1 = self.spans[i]
+        ly, lx = pc.ly, pc.lx
+        hy, hx = 1.0 - ly, 1.0 - lx
+        if goff is not None:
+            gy = hx * (d2 - d0) + lx * (d3 - d1)
+            gx = hy * (d1 - d0) + ly * (d3 - d2)
+            if pc.m is not None:
+                gy *= pc.m
+                gx *= pc.m
+            dst = goff[n0:n1, :, :, :, j0:j1]  # (image, g, k, yx, position)
+            dst[:, :, :, 0].copy_(gy.permute(0, 3, 2, 1))
+            dst[:, :, :, 1].copy_(gx.permute(0, 3, 2, 1))
+        if gmask is not None:
+            gm = hy * (hx * d0 + lx * d1) + ly * (hx * d2 + lx * d3)
+            gmask[n0:n1, :, :, j0:j1].copy_(gm.permute(0, 3, 2, 1))
 
 
 def _image_rows(input: Tensor, p: _Plan) -> Tensor:
@@ -248,27 +299,26 @@ class _DeformConv2dCPU(torch.autograd.Function):
         p = _Plan(input, offset, weight, mask, stride, padding, dilation)
         xp = _image_rows(input, p)
         wm = _weight_matrix(weight, p)
-        per_img = p.ho * p.wo
+        per_img = p.per_img
         out = input.new_empty(p.n, p.co, p.ho, p.wo)
         out3 = out.view(p.n, p.co, per_img)
         wg, cow = p.wg, p.co // p.wg
         rbuf = input.new_empty(p.max_rows, p.co) if wg == 1 else None
-        for s, e, n0, n1, j0, j1 in p.chunks():
+        for i, s, e, n0, n1, j0, j1 in p.chunks():
             rows = e - s
-            cols = p.gather(xp, s, e).view(rows, p.k * p.c)
+            cols = p.gather(xp, i).view(rows, p.k * p.c)
             single = n1 == n0 + 1
             if wg == 1:
-                # (rows, Co) = cols @ W is ~5-8% faster with MKL than writing W^T @ cols^T
-                # straight into the NCHW slice; the transposing copy is small and in cache
-                res = rbuf[:rows]
-                if bias is not None:
-                    torch.addmm(bias, cols, wm, out=res)
-                else:
-                    torch.mm(cols, wm, out=res)
+                res = torch.mm(cols, wm, out=rbuf[:rows])
+                # the transposing copy into the NCHW output also adds the bias
                 if single:
-                    out3[n0, :, j0:j1].copy_(res.t())
+                    src, dst = res.t(), out3[n0, :, j0:j1]
                 else:
-                    out3[n0:n1].copy_(res.view(n1 - n0, per_img, p.co).transpose(1, 2))
+                    src, dst = res.view(n1 - n0, per_img, p.co).transpose(1, 2), out3[n0:n1]
+                if bias is not None:
+                    torch.add(src, bias.view(-1, 1), out=dst)
+                else:
+                    dst.copy_(src)
             else:
                 res = torch.bmm(_group_cols(cols, p), wm)  # (wg, rows, Co / wg)
                 if single:
@@ -278,6 +328,7 @@ class _DeformConv2dCPU(torch.autograd.Function):
                         res.view(wg, n1 - n0, per_img, cow).permute(1, 0, 3, 2))
         if bias is not None and (wg > 1 or p.np == 0):
             out += bias.view(-1, 1, 1)
+        p.offset = p.mask = None  # the pieces hold what the backward needs
         ctx.plan = p
         ctx.save_for_backward(xp, wm)
         ctx.has_bias = bias is not None
@@ -290,18 +341,18 @@ class _DeformConv2dCPU(torch.autograd.Function):
         p: _Plan = ctx.plan
         xp, wm = ctx.saved_tensors
         need_x, need_off, need_w, need_b, need_m = ctx.needs_input_grad[:5]
-        need_d = need_off or (need_m and ctx.has_mask)
+        need_m = need_m and ctx.has_mask
         grad_out = grad_out.contiguous()
-        per_img = p.ho * p.wo
-        g3 = grad_out.view(p.n, p.co, per_img)
+        g3 = grad_out.view(p.n, p.co, p.per_img)
         gxp = torch.zeros_like(xp) if need_x else None
         gw = torch.zeros_like(wm) if need_w else None
+        goff = xp.new_empty(p.n, p.g, p.k, 2, p.per_img) if need_off else None
+        gmask = xp.new_empty(p.n, p.g, p.k, p.per_img) if need_m else None
         r = p.rows_per_pos
-        d = xp.new_empty(p.np * r * 4) if need_d else None
         wg, cow = p.wg, p.co // p.wg
-        if p.np > 0 and (need_x or need_w or need_d):
-            gbuf = xp.new_empty(p.max_rows, p.k * p.c) if (need_x or need_d) else None
-            for s, e, n0, n1, j0, j1 in p.chunks():
+        if p.np > 0 and (need_x or need_w or need_off or need_m):
+            gbuf = xp.new_empty(p.max_rows, p.k * p.c) if (need_x or need_off or need_m) else None
+            for i, s, e, n0, n1, j0, j1 in p.chunks():
                 rows = e - s
                 if n1 == n0 + 1:
                     go = g3[n0, :, j0:j1].t()  # (rows, Co), a transposed view
@@ -309,12 +360,12 @@ class _DeformConv2dCPU(torch.autograd.Function):
                     go = g3[n0:n1].transpose(1, 2).reshape(rows, p.co)
                 gop = go.reshape(rows, wg, cow).transpose(0, 1) if wg > 1 else None
                 if need_w:
-                    cols = p.gather(xp, s, e).view(rows, p.k * p.c)
+                    cols = p.gather(xp, i).view(rows, p.k * p.c)
                     if wg == 1:
                         gw.addmm_(cols.t(), go)
                     else:
                         gw.baddbmm_(_group_cols(cols, p).transpose(1, 2), gop)
-                if need_x or need_d:
+                if need_x or need_off or need_m:
                     gcols = gbuf[:rows]
                     if wg == 1:
                         torch.mm(go, wm.t(), out=gcols)
@@ -323,11 +374,9 @@ class _DeformConv2dCPU(torch.autograd.Function):
                         gcols.view(rows, p.k, wg, p.cw).copy_(res.view(wg, rows, p.k, p.cw).permute(1, 2, 0, 3))
                     gcols_rows = gcols.view(rows * r, p.cg)
                     if need_x:
-                        p.scatter_add(gxp, s, e, gcols_rows)
-                    if need_d:
-                        # dL/dB at B's non-zeros: a sampled dense-dense product
-                        dv = torch.sparse.sampled_addmm(p.b(s, e), gcols_rows, xp.t(), beta=0.0).values()
-                        d[4 * r * s: 4 * r * e] = dv
+                        p.scatter_add(gxp, i, gcols_rows)
+                    if need_off or need_m:
+                        p.sample_grads(i, gcols_rows, xp, goff, gmask)
         grad_input = grad_offset = grad_weight = grad_bias = grad_mask = None
         if need_x:
             gi = gxp.view(p.n, p.g, p.hp, p.wp, p.cg)[:, :, _PAD:_PAD + p.h, _PAD:_PAD + p.w, :]
@@ -336,20 +385,10 @@ class _DeformConv2dCPU(torch.autograd.Function):
             grad_weight = _weight_from_matrix(gw, p)
         if need_b and ctx.has_bias:
             grad_bias = grad_out.sum((0, 2, 3))
-        if need_d:
-            d = d.view(p.n, p.ho, p.wo, p.k, p.g, 4)
-            d0, d1, d2, d3 = d.unbind(-1)
-            if need_off:
-                gy = p.hx * (d2 - d0) + p.lx * (d3 - d1)
-                gx = p.hy * (d1 - d0) + p.ly * (d3 - d2)
-                if p.m is not None:
-                    gy *= p.m
-                    gx *= p.m
-                gyx = torch.stack([gy, gx], dim=-1)  # (n, ho, wo, k, g, 2)
-                grad_offset = gyx.permute(0, 4, 3, 5, 1, 2).reshape(p.n, 2 * p.g * p.k, p.ho, p.wo)
-            if need_m and ctx.has_mask:
-                gm = p.hy * (p.hx * d0 + p.lx * d1) + p.ly * (p.hx * d2 + p.lx * d3)
-                grad_mask = gm.permute(0, 4, 3, 1, 2).reshape(p.n, p.g * p.k, p.ho, p.wo)
+        if need_off:
+            grad_offset = goff.view(p.n, p.g * p.k * 2, p.ho, p.wo)
+        if need_m:
+            grad_mask = gmask.view(p.n, p.g * p.k, p.ho, p.wo)
         return grad_input, grad_offset, grad_weight, grad_bias, grad_mask, None, None, None
 
 
