@@ -45,7 +45,11 @@ def test_tiny_overfits_a_few_synthetic_images():
     # rises once proposals get close: "initial" is the worst of the first 20 steps
     first = {k: max(h[k] for h in history[:20]) for k in history[0]}
     last = {k: np.mean([h[k] for h in history[-10:]]) for k in history[0]}
-    slow = {k: f"{first[k]:.4f} -> {last[k]:.4f}" for k in first if last[k] * 5 > first[k]}
+    # the offset loss has a floor: proposals are re-sampled every step, so each cell's target moves a
+    # little; instead of a ratio it must reach sub-cell precision (smooth-L1 ~ mean |error| in cells)
+    offset_error_cells = last.pop("loss_keypoint_offset") / cfg.model.keypoint.offset_loss_weight
+    assert offset_error_cells < 0.3, f"keypoint offsets are {offset_error_cells:.3f} cells off on average"
+    slow = {k: f"{first[k]:.4f} -> {last[k]:.4f}" for k in last if last[k] * 5 > first[k]}
     assert not slow, f"losses that fell less than 5x: {slow}"
     model.eval()
     with torch.no_grad():
@@ -54,3 +58,8 @@ def test_tiny_overfits_a_few_synthetic_images():
         confident = pred["boxes"][pred["scores"] > 0.5]
         iou = box_iou(target["boxes"], confident)
         assert iou.shape[1] > 0 and (iou.max(dim=1).values > 0.7).all(), iou
+        # keypoints of the best detection of each person: visible ones within a few pixels
+        best = box_iou(target["boxes"], pred["boxes"]).argmax(dim=1)
+        visible = target["keypoints"][..., 2] > 0
+        error = (pred["keypoints"][best, :, :2] - target["keypoints"][..., :2]).norm(dim=-1)[visible]
+        assert error.median() < 3.0, f"median keypoint error {error.median():.2f} px"
