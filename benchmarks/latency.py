@@ -9,7 +9,8 @@ Compared, in one process, on the same image:
 * ``tv_keypoint`` then ``tv_mask``: torchvision's ``keypointrcnn_resnet50_fpn`` followed by
   ``maskrcnn_resnet50_fpn`` (``weights=None, weights_backbone=None, num_classes=2``), i.e. two
   full detectors; their sum is the baseline ("torchvision" below);
-* ``tiny`` at its own test size (320 px), and ``paper_rb_h`` when that preset exists.
+* ``tiny`` at its own test size (320 px); ``paper_rb_h`` (the refinement) and ``paper_multi_scale``
+  (the same model without it) for the refinement's cost.
 
 Fairness: every model is built from ``torch.manual_seed(0)`` (random but fixed weights), runs
 in eval mode under ``torch.inference_mode()`` with ``--threads`` intra-op threads, and returns
@@ -188,10 +189,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names = ["ours", "tv_keypoint", "tv_mask", "tiny"]
     notes = []
-    if "paper_rb_h" in poseseg.list_presets():
-        names.append("paper_rb_h")
-    else:
-        notes.append("paper_rb_h: no such preset yet (poseseg.list_presets()), row skipped")
+    # the refinement's cost (issue 4): paper_rb_h against paper_regular and against the plain model with
+    # the same multi-scale FPN (res3-res5), so the deformable parts are the only difference
+    names += ["paper_rb_h", "paper_multi_scale"]
     models, images = {}, {}
     for n in names:
         models[n], own_size = build(n, args.detections, args.size)
@@ -246,6 +246,8 @@ def main() -> None:
         "ratio_met": ratio <= RATIO_TARGET, "gemm_fraction_met": frac >= GEMM_FRACTION_TARGET,
         "torchvision_gflop": (flops["tv_keypoint"] + flops["tv_mask"]) / 1e9,
         "other_processes_cores_per_round": foreign, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "rb_h_over_regular": per_model["paper_rb_h"]["median_s"] / ours_s,
+        "rb_h_over_multi_scale": per_model["paper_rb_h"]["median_s"] / per_model["paper_multi_scale"]["median_s"],
         "tv_pair_memory": memory.get("tv_pair"), "models": per_model, "notes": notes,
         "size": args.size, "detections": args.detections, "threads": args.threads, "runs": args.runs,
         "warmup": args.warmup, "torch": torch.__version__, "torchvision": torchvision.__version__, "cpu": cpu_model(),
@@ -279,6 +281,8 @@ def format_table(r: dict) -> str:
               f"{ok[r['ratio_met']]}",
               f"ours: {r['gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_gemm']:.0f} % of GEMM; target >= "
               f"{100 * GEMM_FRACTION_TARGET:.0f} %: {ok[r['gemm_fraction_met']]}"]
+    lines.append(f"refinement (issue 4, target <= 1.3): paper_rb_h / paper_regular = {r['rb_h_over_regular']:.2f}, "
+                 f"paper_rb_h / paper_multi_scale (same FPN, no refinement) = {r['rb_h_over_multi_scale']:.2f}")
     busy = r["other_processes_cores_per_round"]
     lines.append(f"other processes took {statistics.median(busy):.2f} cores (median; max {max(busy):.2f}) of "
                  f"{r['cpus']} during the timed rounds; load average {r['loadavg_start'][0]:.2f} at start, "
