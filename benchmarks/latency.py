@@ -49,7 +49,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import poseseg
-from machine import cpu_model  # benchmarks/machine.py
+from machine import ForeignLoad, cpu_model, proc_status_mb  # benchmarks/machine.py
 
 RATIO_TARGET = 0.62
 GEMM_FRACTION_TARGET = 0.55
@@ -102,31 +102,6 @@ def count_flops(model: torch.nn.Module, image: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-class ForeignLoad:
-    """CPU time used by *other* processes while we measure: busy time of all CPUs (/proc/stat)
-    minus this process's own CPU time, divided by wall time, i.e. how many cores others took.
-    Other jobs on a small machine make a 2-thread run wait for a core at every parallel op."""
-
-    def __init__(self):
-        self.start = self._now()
-
-    @staticmethod
-    def _now() -> tuple[float, float, float]:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:9]]
-        except OSError:
-            return time.perf_counter(), float("nan"), 0.0
-        user, nice, system, idle, iowait, irq, softirq, steal = fields
-        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-        own = sum(os.times()[:2])
-        return time.perf_counter(), busy, own
-
-    def cores(self) -> float:
-        (t0, busy0, own0), (t1, busy1, own1) = self.start, self._now()
-        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9))
-
-
 def gemm_seconds(a: torch.Tensor, b: torch.Tensor, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
@@ -139,25 +114,15 @@ def gemm_seconds(a: torch.Tensor, b: torch.Tensor, repeats: int = 3) -> float:
 # ----------------------------------------------------------------------------- memory (subprocess)
 
 
-def _proc_status_mb(field: str) -> float:
-    """VmRSS (resident now) or VmHWM (peak resident) of this process, MiB. Unlike ``ru_maxrss``,
-    VmHWM starts afresh at exec, so a child does not inherit the parent's high-water mark."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def memory_child(names: list[str], size: int, detections: int, threads: int) -> dict:
     """Runs in a fresh process: build the models, run each once, report RSS numbers in MiB."""
     torch.set_num_threads(threads)
     models = [build(n, detections, size) for n in names]
     images = [make_image(s) for _, s in models]
-    before = _proc_status_mb("VmRSS")
+    before = proc_status_mb("VmRSS")
     for n, (m, _), img in zip(names, models, images):
         run_once(m, img, detections, n)
-    peak = _proc_status_mb("VmHWM")
+    peak = proc_status_mb("VmHWM")
     return {"peak_rss_mb": round(peak, 1), "rss_before_mb": round(before, 1), "infer_rss_mb": round(peak - before, 1)}
 
 

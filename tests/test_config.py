@@ -1,5 +1,6 @@
 """Configs: presets, overrides and the errors a user sees."""
 import pytest
+import torch
 
 import poseseg
 from poseseg.config import ConfigError, config_from_dict, load_config
@@ -41,6 +42,7 @@ def test_box_head_is_always_on():
     ("model.keypoint.offsets=maybe", "expected bool"),
     ("model.heads=[box,pose]", "unknown head"),
     ("model.backbone.depth=42", "choose 18, 34, 50 or 101"),
+    ("train.optimizer=adam", "choose sgd or adamw"),
     ("noequals", "key=value"),
 ])
 def test_bad_overrides_name_the_key(override, message):
@@ -63,3 +65,15 @@ def test_unknown_preset_suggests_the_close_ones():
 def test_round_trip_through_a_dict():
     cfg = load_config("tiny", ["model.keypoint.loss=ce"])
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_optimizer_choice(name, cls):
+    from poseseg.engine.optim import build_optimizer
+
+    cfg = load_config("tiny", [f"train.optimizer={name}", "train.base_lr=0.004", "train.batch_size=2",
+                               "train.lr_reference_batch=4"])
+    opt = build_optimizer(poseseg.build_model(cfg), cfg.train, world_size=2)
+    assert isinstance(opt, cls)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.004)  # 2 images x 2 processes = the reference batch
+    assert opt.param_groups[1]["weight_decay"] == 0.0  # norms and biases

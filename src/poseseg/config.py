@@ -164,6 +164,7 @@ class TrainConfig:
     batch_size: int = 12  # per process
     base_lr: float = 0.03  # for `lr_reference_batch` images; scaled linearly with the total batch
     lr_reference_batch: int = 12
+    optimizer: str = "sgd"  # sgd (with momentum) | adamw (betas 0.9/0.999; converges faster from scratch)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_steps: list[int] = field(default_factory=lambda: [60_000, 80_000])
@@ -389,5 +390,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.num_classes counts the background too: use 2 for person-only")
     if cfg.train.freeze not in ("none", "deform_only"):
         raise ConfigError(f"train.freeze={cfg.train.freeze!r}; choose none or deform_only")
+    if cfg.train.optimizer not in ("sgd", "adamw"):
+        raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}; choose sgd or adamw")
     if cfg.train.nonfinite not in ("stop", "skip"):
         raise ConfigError(f"train.nonfinite={cfg.train.nonfinite!r}; choose stop or skip")

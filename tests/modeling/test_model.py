@@ -132,3 +132,21 @@ def test_bad_images_are_clear_errors():
     model.train()
     with pytest.raises(ValueError, match="one target dict per image"):
         model([torch.rand(3, 64, 64)])
+
+
+@pytest.mark.parametrize("caps, pooled_by_keypoint_pooler", [((12, 12), False), ((12, 6), True)])
+def test_mask_and_keypoint_heads_share_pooled_positives_when_caps_match(caps, pooled_by_keypoint_pooler):
+    """Equal caps: the keypoint head trains on the mask head's RoIs and pooled features (one RoIAlign
+    fewer); different caps: each head samples and pools its own."""
+    mask_cap, kp_cap = caps
+    model = tiny(f"model.mask.max_rois_per_image={mask_cap}", f"model.keypoint.max_rois_per_image={kp_cap}").train()
+    calls = []
+    model.keypoint_pooler.register_forward_hook(lambda *a: calls.append("keypoint"))
+    seen = {}
+    model.mask_head.register_forward_hook(lambda m, inp, out: seen.__setitem__("mask", inp[0]))
+    model.keypoint_head.register_forward_hook(lambda m, inp, out: seen.__setitem__("keypoint", inp[0]))
+    losses = model(*person_batch())
+    sum(losses.values()).backward()
+    assert bool(calls) == pooled_by_keypoint_pooler
+    assert (seen["keypoint"] is seen["mask"]) != pooled_by_keypoint_pooler
+    assert all(p.grad is not None for p in model.keypoint_head.parameters())

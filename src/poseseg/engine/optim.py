@@ -35,14 +35,19 @@ def apply_freeze(model: nn.Module, mode: str) -> list[str]:
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig, world_size: int) -> torch.optim.Optimizer:
-    """SGD with momentum; no weight decay on norm layers and biases."""
+    """SGD with momentum or AdamW; no weight decay on norm layers and biases."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=scaled_lr(train, world_size), momentum=train.momentum)
+    lr = scaled_lr(train, world_size)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=train.momentum)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"train.optimizer={train.optimizer!r}; choose sgd or adamw")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:

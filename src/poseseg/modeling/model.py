@@ -92,20 +92,27 @@ class PoseSegModel(nn.Module):
         matched_boxes = [t["boxes"][i] if t["boxes"].numel() else torch.zeros_like(p)
                          for t, i, p in zip(targets, rois.matched_idxs, rois.proposals)]
         losses = self.box_head.loss(class_logits, box_deltas, rois.labels, rois.proposals, matched_boxes)
+        mask_pos = mask_pooled = None
         if self.mask_head is not None:
-            pos = rois.positives(self.mask_max_rois)
-            if pos.num_rois() == 0:
+            mask_pos = rois.positives(self.mask_max_rois)
+            if mask_pos.num_rois() == 0:
                 losses.update(self._idle_head_losses("mask", features, rois, image_sizes))
             else:
-                logits = self.mask_head(self.mask_pooler(features, pos.proposals, image_sizes))
-                losses.update(self.mask_head.loss(logits, pos.proposals, pos.labels, pos.matched_idxs,
-                                                  [t["masks"] for t in targets]))
+                mask_pooled = self.mask_pooler(features, mask_pos.proposals, image_sizes)  # (P, C, S, S)
+                logits = self.mask_head(mask_pooled)
+                losses.update(self.mask_head.loss(logits, mask_pos.proposals, mask_pos.labels,
+                                                  mask_pos.matched_idxs, [t["masks"] for t in targets]))
         if self.keypoint_head is not None:
-            pos = rois.positives(self.keypoint_max_rois)
+            # shared RoI features: with equal caps and identical poolers the keypoint head trains on the
+            # mask head's positives and pooled features (one RoIAlign forward and backward fewer)
+            share = (mask_pooled is not None and self.keypoint_max_rois == self.mask_max_rois
+                     and _same_pooling(self.mask_pooler, self.keypoint_pooler))
+            pos = mask_pos if share else rois.positives(self.keypoint_max_rois)
             if pos.num_rois() == 0:
                 losses.update(self._idle_head_losses("keypoint", features, rois, image_sizes))
             else:
-                heatmaps, offsets = self.keypoint_head(self.keypoint_pooler(features, pos.proposals, image_sizes))
+                pooled = mask_pooled if share else self.keypoint_pooler(features, pos.proposals, image_sizes)
+                heatmaps, offsets = self.keypoint_head(pooled)
                 losses.update(self.keypoint_head.loss(heatmaps, offsets, pos.proposals, pos.matched_idxs,
                                                       [t["keypoints"] for t in targets]))
         return losses
