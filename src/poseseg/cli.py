@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict, overrides=[])
 
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
-    p.add_argument("--minutes", type=float, default=8.0, help="total time budget, data generation included")
+    p.add_argument("--minutes", type=float, default=9.0, help="total time budget, data generation included")
     p.add_argument("--out", default="runs/demo", help="run folder (auto-numbered if it exists)")
     p.add_argument("--data-dir", default="data/synth", help="where the synthetic dataset lives / is made")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

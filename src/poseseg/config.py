@@ -175,6 +175,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA
     freeze: str = "none"  # none | deform_only (train only the deformable parts of the backbone)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    time_limit_minutes: float = 0.0  # stop training after this long (0: off); then save and evaluate as at the end
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
     eval_every: int = 0
@@ -390,6 +391,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.num_classes counts the background too: use 2 for person-only")
     if cfg.train.freeze not in ("none", "deform_only"):
         raise ConfigError(f"train.freeze={cfg.train.freeze!r}; choose none or deform_only")
+    if cfg.train.time_limit_minutes < 0:
+        raise ConfigError(f"train.time_limit_minutes={cfg.train.time_limit_minutes}; use 0 (off) or a positive number")
     if cfg.train.optimizer not in ("sgd", "adamw"):
         raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}; choose sgd or adamw")
     if cfg.train.nonfinite not in ("stop", "skip"):

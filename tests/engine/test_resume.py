@@ -56,3 +56,16 @@ def test_half_written_checkpoints_are_never_picked_up(tmp_path):
     (tmp_path / "model_0000002.pt").write_bytes(b"x")
     (tmp_path / ".model_0000004.pt.abc.tmp").write_bytes(b"partial")
     assert ckpt.latest_checkpoint(tmp_path).name == "model_0000002.pt"
+
+
+def test_time_limit_stops_saves_evaluates_and_resumes(synth_data, tmp_path):
+    # 0.0001 minutes: the limit is reached after the first iteration
+    run = train(tiny_config(synth_data, tmp_path, **{"train.iters": 50, "train.time_limit_minutes": 0.0001}),
+                quiet=True)
+    assert run.iterations == 1
+    state = ckpt.load_checkpoint(run.final_checkpoint)
+    assert state["iteration"] == 1
+    assert run.metrics is not None and set(run.metrics) == {"bbox", "segm", "keypoints"}
+    # the stopped run resumes where the limit cut it
+    resumed = train(tiny_config(synth_data, tmp_path, **{"train.iters": 3}), resume=run.run_dir, quiet=True)
+    assert resumed.iterations == 3 and ckpt.load_checkpoint(resumed.final_checkpoint)["iteration"] == 3

@@ -142,6 +142,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     skipped_steps = 0
     metrics = None
     net.train()
+    deadline = time.perf_counter() + 60 * t.time_limit_minutes if t.time_limit_minutes > 0 else None
+    done = start_iter
     end = time.perf_counter()
     for iteration in range(start_iter, t.iters):
         images, targets = next(loader)
@@ -192,10 +194,14 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             net.train()
         logger.step()
         end = time.perf_counter()
+        if deadline is not None and done < t.iters and _all_agree(end > deadline, device):
+            logger.message(f"train.time_limit_minutes={t.time_limit_minutes:g} reached after iteration {done} "
+                           f"of {t.iters}: saving and evaluating now")
+            break
 
     final = run_dir / "model_final.pt"
-    _save(final, model, optimizer, scheduler, t.iters, cfg)
-    _save(run_dir / ckpt.checkpoint_name(t.iters), model, optimizer, scheduler, t.iters, cfg)
+    _save(final, model, optimizer, scheduler, done, cfg)
+    _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, scheduler, done, cfg)
     if dist.is_main():
         ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
     if val_set is not None:
@@ -206,7 +212,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         logger.message(f"{len(all_skipped)} unreadable training image(s) were skipped: " + "; ".join(all_skipped[:10]))
     logger.close()
     dist.barrier()
-    return TrainResult(run_dir=run_dir, iterations=t.iters, final_checkpoint=final, metrics=metrics,
+    return TrainResult(run_dir=run_dir, iterations=done, final_checkpoint=final, metrics=metrics,
                        skipped_images=all_skipped, skipped_steps=skipped_steps, model=model)
 
 
@@ -220,12 +226,17 @@ def _train_loader(train_set, transforms, cfg: Config, start_iter: int):
 
 def _all_finite(total: torch.Tensor, device: torch.device) -> bool:
     """The same answer on every rank, so a NaN on one process stops or skips all of them together."""
-    ok = torch.isfinite(total.detach()).to(torch.float32).reshape(1)
+    return not _all_agree(not bool(torch.isfinite(total.detach())), device)
+
+
+def _all_agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any rank (a NaN or a time limit stops all processes together)."""
+    value = torch.tensor([float(flag)], device=device)
     if dist.is_distributed():
         import torch.distributed as tdist
 
-        tdist.all_reduce(ok, op=tdist.ReduceOp.MIN)
-    return bool(ok.item() > 0)
+        tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def _memory_mb(device: torch.device) -> float:
