@@ -226,8 +226,8 @@ def main() -> None:
 
 
 def format_table(r: dict) -> str:
-    head = (f"| model | image | median s (min-max) | GFLOP | GFLOP/s | % of GEMM | peak RSS MiB | inference RSS MiB |\n"
-            f"|---|---|---|---|---|---|---|---|")
+    head = ("| model | image | median s (min-max) | GFLOP | GFLOP/s | % of GEMM | peak RSS MiB | inference RSS MiB |\n"
+            "|---|---|---|---|---|---|---|---|")
     lines = [head]
     for n, m in r["models"].items():
         mem = (f"{m['peak_rss_mb']:.0f} | {m['infer_rss_mb']:.0f}" if "peak_rss_mb" in m else "- | -")

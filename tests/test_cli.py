@@ -1,7 +1,6 @@
 """The poseseg command: train, eval, check-data, show-data, synth, demo and their error messages."""
 import json
 
-import pytest
 
 from poseseg.cli import main
 from synth_helpers import engine_overrides

@@ -100,7 +100,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from poseseg.data.coco import format_report, summarize_dataset
+    from poseseg.data.check import format_report, summarize_dataset
 
     cfg = load_config(args.config, args.overrides)
     keypoints = cfg.model.keypoint.num_keypoints if "keypoint" in cfg.model.heads else None

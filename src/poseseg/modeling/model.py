@@ -21,7 +21,7 @@ from poseseg.modeling.mask_head import MaskHead
 from poseseg.modeling.pooler import RoIPooler
 from poseseg.modeling.roi_sampling import ProposalSampler, SampledRoIs
 from poseseg.modeling.rpn import build_rpn
-from poseseg.types import Prediction, Target
+from poseseg.types import Target
 
 
 CHANNELS_LAST_INFERENCE = True  # the exact-rounding tests switch it off
