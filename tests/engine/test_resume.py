@@ -69,3 +69,13 @@ def test_time_limit_stops_saves_evaluates_and_resumes(synth_data, tmp_path):
     # the stopped run resumes where the limit cut it
     resumed = train(tiny_config(synth_data, tmp_path, **{"train.iters": 3}), resume=run.run_dir, quiet=True)
     assert resumed.iterations == 3 and ckpt.load_checkpoint(resumed.final_checkpoint)["iteration"] == 3
+
+
+def test_skipped_non_finite_steps_still_count_as_done(synth_data, tmp_path):
+    # an absurd learning rate makes every loss after the first step non-finite; with nonfinite=skip the
+    # run still ends at train.iters, and its checkpoints say so (a resume must not redo those steps)
+    cfg = tiny_config(synth_data, tmp_path, **{"train.iters": 3, "train.base_lr": 1e30, "train.clip_grad_norm": 0,
+                                               "train.nonfinite": "skip", "train.optimizer": "sgd"})
+    run = train(cfg, quiet=True)
+    assert run.skipped_steps >= 1
+    assert run.iterations == 3 and ckpt.load_checkpoint(run.final_checkpoint)["iteration"] == 3

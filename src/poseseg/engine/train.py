@@ -164,6 +164,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             logger.message(f"skipping iteration {iteration}: non-finite loss ({terms})")
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            done = iteration + 1  # a skipped step still counts: the schedule and the sampler moved on
             end = time.perf_counter()
             continue
         optimizer.zero_grad(set_to_none=True)
