@@ -24,6 +24,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "regular": ("T3-5, T2, T6", []),
     "rb": ("T3-5", ["model.backbone.deform_stages=[3,4,5]"]),
     "rb_h": ("T3-5", ["model.backbone.deform_stages=[3,4,5]", "model.keypoint.deform=true"]),
+    # RB+H with the sampling offsets learning 10x slower (the usual DCN recipe), not a paper row
+    "rb_h_slow": ("T3-5", ["model.backbone.deform_stages=[3,4,5]", "model.keypoint.deform=true",
+                           "train.offset_lr_multiplier=0.1"]),
     "kps_only": ("T6", ["model.heads=[box,keypoint]"]),
     "single_scale": ("T2", ["model.fpn.in_stages=[5]", "model.rpn.anchor_sizes=[[16,32,64,128],[192,256,384,512]]"]),
     "offsets_off": ("-", ["model.keypoint.offsets=false"]),
@@ -32,6 +35,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 COMPARISONS = [  # (question, baseline, variant)
     ("refinement in backbone (RB vs Regular)", "regular", "rb"),
     ("refinement in backbone + head (RB+H vs Regular)", "regular", "rb_h"),
+    ("RB+H, offsets at 0.1x lr, vs Regular", "regular", "rb_h_slow"),
     ("mask head helps keypoints (kps+mask vs kps-only)", "kps_only", "regular"),
     ("multi- vs single-scale FPN", "single_scale", "regular"),
     ("heatmap offsets on vs off", "offsets_off", "regular"),

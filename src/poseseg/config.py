@@ -172,6 +172,7 @@ class TrainConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: float = 0.0  # 0: off
+    offset_lr_multiplier: float = 1.0  # lr scale for the sampling-offset branches (deformable conv / RoI pooling)
     amp: bool = True  # mixed precision on CUDA
     freeze: str = "none"  # none | deform_only (train only the deformable parts of the backbone)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
@@ -393,6 +394,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.freeze={cfg.train.freeze!r}; choose none or deform_only")
     if cfg.train.time_limit_minutes < 0:
         raise ConfigError(f"train.time_limit_minutes={cfg.train.time_limit_minutes}; use 0 (off) or a positive number")
+    if not cfg.train.offset_lr_multiplier >= 0:
+        raise ConfigError(f"train.offset_lr_multiplier={cfg.train.offset_lr_multiplier}; use a number >= 0 "
+                          "(0.1 is the usual choice for deformable offsets, 1 trains them like every other layer)")
     if cfg.train.optimizer not in ("sgd", "adamw"):
         raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}; choose sgd or adamw")
     if cfg.train.nonfinite not in ("stop", "skip"):

@@ -34,15 +34,34 @@ def apply_freeze(model: nn.Module, mode: str) -> list[str]:
     return frozen
 
 
+def sampling_offset_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The branches that predict where deformable layers sample (conv offsets and modulation,
+    RoI-bin offsets); not the keypoint head's heatmap offsets, which are an output."""
+    from poseseg.modeling.deform_pooler import DeformRoIPooler
+    from poseseg.ops import DeformConv2d
+
+    params = []
+    for module in model.modules():
+        if isinstance(module, DeformConv2d):
+            params += list(module.offset_conv.parameters())
+        elif isinstance(module, DeformRoIPooler):
+            params += list(module.offset_fc.parameters())
+    return params
+
+
 def build_optimizer(model: nn.Module, train: TrainConfig, world_size: int) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW; no weight decay on norm layers and biases."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """SGD with momentum or AdamW; no weight decay on norm layers and biases; the sampling-offset
+    branches at ``offset_lr_multiplier`` times the learning rate."""
     lr = scaled_lr(train, world_size)
+    offsets = {id(p) for p in sampling_offset_parameters(model)}
+    by_kind: dict[tuple[bool, bool], list[nn.Parameter]] = {}  # (no weight decay, offset branch) -> params
+    for p in model.parameters():
+        if p.requires_grad:
+            by_kind.setdefault((p.ndim <= 1, id(p) in offsets), []).append(p)
+    # sorted: decayed first, as before offsets had a group, so older optimizer states still load
+    groups = [{"params": params, "weight_decay": 0.0 if no_decay else train.weight_decay,
+               "lr": lr * (train.offset_lr_multiplier if is_offset else 1.0)}
+              for (no_decay, is_offset), params in sorted(by_kind.items())]
     if train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=train.momentum)
     if train.optimizer == "adamw":
