@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from poseseg.data.coco import DatasetError, _parse, check_schema
+from poseseg.data.coco_json import DatasetError, check_schema, parse_coco_people
 from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb
 from poseseg.data.schema import COCO_KEYPOINT_NAMES
 
@@ -37,7 +37,7 @@ def summarize_dataset(json_path: str | os.PathLike, image_dir: str | os.PathLike
                               "unreadable_images": [], "num_unreadable_images": 0, "size_mismatches": [],
                               "num_size_mismatches": 0, "bad_boxes": [], "errors": [], "warnings": []}
     try:
-        parsed = _parse(json_path, category=category, schema=None, oks_sigmas=oks_sigmas, flip_pairs=flip_pairs,
+        parsed = parse_coco_people(json_path, category=category, schema=None, oks_sigmas=oks_sigmas, flip_pairs=flip_pairs,
                         require_sigmas=False, keep_empty=True, min_box_size=min_box_size, strict=False,
                         max_examples=max_examples)
     except DatasetError as e:
