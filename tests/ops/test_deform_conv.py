@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from poseseg.ops import DeformConv2d, deform_conv2d
-from poseseg.ops import deform_conv as dc_mod
+from poseseg.ops import deform_sampling as dc_mod
 
 # (N, C, H, W, Cout, kh, kw, stride, padding, dilation, offset groups, weight groups, mask, bias, offset scale)
 CASES = {
