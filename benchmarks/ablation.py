@@ -5,6 +5,7 @@ Every variant is the ``tiny`` preset (half-width ResNet-18, multi-scale FPN res3
 from scratch) plus exactly the switch under test, on the same data with the same schedule.
 
     python benchmarks/ablation.py --iters 1500 --seeds 0 1 --json ablation.json
+    python benchmarks/ablation.py --table-from part1.json part2.json   # one table from several sessions
 """
 from __future__ import annotations
 
@@ -101,7 +102,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default="")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--table-from", nargs="+", default=[], metavar="JSON",
+                   help="train nothing: print (and with --json write) the table of the runs in these files")
     args = p.parse_args()
+    if args.table_from:
+        runs = [r for path in args.table_from for r in json.loads(Path(path).read_text())["runs"]]
+        if args.json:
+            Path(args.json).write_text(json.dumps({"runs": runs, "table": summarize(runs)}, indent=2))
+        print(format_table(summarize(runs)))
+        return
     torch.set_num_threads(args.threads)
     from poseseg.demo import ensure_dataset
 
