@@ -7,7 +7,7 @@ Compared in one process, on the same batch (2 images of 512 x 512 with 3 people 
 masks, 17 keypoints; see ``train_step.person_batch``), one SGD step = forward with every loss, backward,
 update:
 
-* ``tiny``: our CPU preset (half-width ResNet-18, GroupNorm, slim heads);
+* ``tiny``: our CPU preset (half-width ResNet-18, trainable BatchNorm, slim heads);
 * ``ours``: ``paper_regular`` (ResNet-50-FPN P2-P6, box + mask + keypoint heads with offsets);
 * ``ours_kps``: ``paper_kps_only`` (box + keypoint heads), the like-for-like match of ...
 * ``tv_keypoint``: torchvision's Keypoint R-CNN (ResNet-50-FPN, 8 x 512 keypoint convs), and

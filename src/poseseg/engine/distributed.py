@@ -59,6 +59,14 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank ``src``'s buffers (BatchNorm running statistics drift apart per rank after
+    the last forward), so sharded evaluation and the saved checkpoint see one model."""
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=src)
+
+
 def reduce_mean(values: dict[str, float]) -> dict[str, float]:
     """Average a dict of floats over ranks (for logging)."""
     if not is_distributed() or not values:

@@ -189,6 +189,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             if dist.is_main():
                 ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
         if t.eval_every and val_set is not None and done % t.eval_every == 0 and done < t.iters:
+            dist.broadcast_buffers(model)
             metrics = evaluate(model, val_set, device=device, batch_size=cfg.eval.batch_size)
             logger.log(done, {f"{k}/{n}": v for k, s in metrics.items() for n, v in s.items() if v is not None})
             logger.message(format_metrics(metrics))
@@ -200,6 +201,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
                            f"of {t.iters}: saving and evaluating now")
             break
 
+    dist.broadcast_buffers(model)  # one model on every rank for the evaluation below
     final = run_dir / "model_final.pt"
     _save(final, model, optimizer, scheduler, done, cfg)
     _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, scheduler, done, cfg)
