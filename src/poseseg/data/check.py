@@ -37,9 +37,9 @@ def summarize_dataset(json_path: str | os.PathLike, image_dir: str | os.PathLike
                               "unreadable_images": [], "num_unreadable_images": 0, "size_mismatches": [],
                               "num_size_mismatches": 0, "bad_boxes": [], "errors": [], "warnings": []}
     try:
-        parsed = parse_coco_people(json_path, category=category, schema=None, oks_sigmas=oks_sigmas, flip_pairs=flip_pairs,
-                        require_sigmas=False, keep_empty=True, min_box_size=min_box_size, strict=False,
-                        max_examples=max_examples)
+        parsed = parse_coco_people(json_path, category=category, schema=None, oks_sigmas=oks_sigmas,
+                                   flip_pairs=flip_pairs, require_sigmas=False, keep_empty=True,
+                                   min_box_size=min_box_size, strict=False, max_examples=max_examples)
     except DatasetError as e:
         report["errors"].append(str(e))
         return report

@@ -118,8 +118,8 @@ class CocoPeopleDataset(Dataset):
         self.json_path = Path(json_path)
         self.image_dir = Path(image_dir)
         parsed = parse_coco_people(self.json_path, category=category, schema=schema, oks_sigmas=oks_sigmas,
-                        flip_pairs=flip_pairs, require_sigmas=require_sigmas, keep_empty=keep_empty,
-                        min_box_size=float(min_box_size), strict=True)
+                                   flip_pairs=flip_pairs, require_sigmas=require_sigmas, keep_empty=keep_empty,
+                                   min_box_size=float(min_box_size), strict=True)
         self._s = parsed.store
         self.category = parsed.category
         self.schema = parsed.schema
