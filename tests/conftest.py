@@ -37,3 +37,11 @@ def trained_checkpoint(synth_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("trained")
     return train(tiny_config(synth_data, out, **{"train.iters": 4}), quiet=True).final_checkpoint
+
+
+@pytest.fixture(scope="session")
+def coco_sample(tmp_path_factory) -> Path:
+    """The real COCO sample (4 images, 14 people): image 785 shipped, stand-ins for the NC images."""
+    from coco_sample import build_coco_sample
+
+    return build_coco_sample(tmp_path_factory.mktemp("coco_sample"))

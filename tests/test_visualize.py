@@ -10,9 +10,6 @@ from poseseg.data.schema import KeypointSchema, coco_person_schema
 from poseseg.visualize import (ARROW_COLOR, CENTER_COLOR, LEFT_COLOR, RIGHT_COLOR, draw, draw_ground_truth,
                                draw_sampling_points, limb_side)
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "data" / "coco-val2017-sample"
-SAMPLE_JSON = SAMPLE / "person_keypoints_sample.json"
 SIDE_COLORS = np.array([LEFT_COLOR, RIGHT_COLOR, CENTER_COLOR])
 
 
@@ -116,11 +113,10 @@ def test_draw_sampling_points_marks_points_and_centre():
     assert tuple(two[20, 20]) == (0, 0, 255) and tuple(two[30, 80]) == (255, 255, 0)
 
 
-@pytest.mark.skipif(not SAMPLE_JSON.is_file(), reason=f"real COCO sample not found at {SAMPLE}")
-def test_real_sample_overlay_has_one_skeleton_per_person_with_keypoints():
+def test_real_sample_overlay_has_one_skeleton_per_person_with_keypoints(coco_sample):
     from poseseg.data.coco import CocoPeopleDataset
 
-    ds = CocoPeopleDataset(SAMPLE_JSON, SAMPLE)
+    ds = CocoPeopleDataset(coco_sample / "person_keypoints_sample.json", coco_sample)
     total = 0
     for i in range(len(ds)):
         image, target = ds[i]

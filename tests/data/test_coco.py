@@ -19,13 +19,8 @@ from poseseg.data.image_io import ImageReadError
 from poseseg.data.schema import COCO_SIGMAS, coco_person_category
 from poseseg.data.transforms import RandomHorizontalFlip, collate
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO.parent / "shared" / "data" / "coco-val2017-sample"
-SAMPLE_JSON = SAMPLE / "person_keypoints_sample.json"
 # pycocotools' annToMask (the reference) trips numpy 2's `__array__(copy=)` deprecation notice
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-needs_sample = pytest.mark.skipif(not SAMPLE_JSON.is_file(),
-                                  reason=f"real COCO sample not found at {SAMPLE} (shared data not mounted)")
 
 
 def _coco(path):
@@ -36,9 +31,9 @@ def _coco(path):
 # ----------------------------------------------------------------------------- the real sample
 
 
-@needs_sample
-def test_real_sample_loads_4_images_14_people():
-    ds = CocoPeopleDataset(SAMPLE_JSON, SAMPLE)
+def test_real_sample_loads_4_images_14_people(coco_sample):
+    sample_json = coco_sample / "person_keypoints_sample.json"
+    ds = CocoPeopleDataset(sample_json, coco_sample)
     assert len(ds) == 4
     assert ds.stats["people"] == 14 and ds.stats["images"] == 4 and ds.stats["crowd"] == 0
     assert ds.schema.num_keypoints == 17 and ds.schema.sigmas == COCO_SIGMAS
@@ -60,10 +55,10 @@ def test_real_sample_loads_4_images_14_people():
     assert ds.bad_images == []
 
 
-@needs_sample
-def test_real_sample_masks_equal_pycocotools_annToMask():
-    ds = CocoPeopleDataset(SAMPLE_JSON, SAMPLE)
-    coco = _coco(SAMPLE_JSON)
+def test_real_sample_masks_equal_pycocotools_annToMask(coco_sample):
+    sample_json = coco_sample / "person_keypoints_sample.json"
+    ds = CocoPeopleDataset(sample_json, coco_sample)
+    coco = _coco(sample_json)
     checked = 0
     for i in range(len(ds)):
         target = ds.get_target(i)
@@ -79,9 +74,9 @@ def test_real_sample_masks_equal_pycocotools_annToMask():
     assert checked == 14
 
 
-@needs_sample
-def test_real_sample_flip_moves_left_wrist_to_mirrored_right_wrist():
-    ds = CocoPeopleDataset(SAMPLE_JSON, SAMPLE)
+def test_real_sample_flip_moves_left_wrist_to_mirrored_right_wrist(coco_sample):
+    sample_json = coco_sample / "person_keypoints_sample.json"
+    ds = CocoPeopleDataset(sample_json, coco_sample)
     names = ds.schema.names
     lw, rw = names.index("left_wrist"), names.index("right_wrist")
     flip = RandomHorizontalFlip(1.0, ds.schema.flip_permutation())
@@ -106,9 +101,9 @@ def test_real_sample_flip_moves_left_wrist_to_mirrored_right_wrist():
     assert seen >= 8
 
 
-@needs_sample
-def test_dataset_is_stored_in_compact_arrays_and_pickles():
-    ds = CocoPeopleDataset(SAMPLE_JSON, SAMPLE)
+def test_dataset_is_stored_in_compact_arrays_and_pickles(coco_sample):
+    sample_json = coco_sample / "person_keypoints_sample.json"
+    ds = CocoPeopleDataset(sample_json, coco_sample)
     for name, value in vars(ds._s).items():
         assert isinstance(value, np.ndarray) or hasattr(value, "blob"), name
     assert ds._s.keypoints.shape == (14, 17, 3) and ds._s.ann_start.tolist()[-1] == 14
@@ -359,8 +354,8 @@ def test_summarize_dataset_reports_everything(tmp_path):
     assert not broken["ok"] and "does not exist" in broken["errors"][0]
 
 
-@needs_sample
-def test_summarize_real_sample_is_ok():
-    report = summarize_dataset(SAMPLE_JSON, SAMPLE, check_images=True, num_keypoints=17)
+def test_summarize_real_sample_is_ok(coco_sample):
+    sample_json = coco_sample / "person_keypoints_sample.json"
+    report = summarize_dataset(sample_json, coco_sample, check_images=True, num_keypoints=17)
     assert report["ok"], format_report(report)
     assert report["counts"]["people"] == 14 and report["counts"]["images"] == 4

@@ -1,7 +1,6 @@
 """COCO evaluation: ground truth scores AP 1.0, nothing scores 0, results are valid COCO JSON."""
 import contextlib
 import io
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,15 +9,13 @@ from pycocotools.coco import COCO
 from poseseg.data.coco import CocoPeopleDataset
 from poseseg.engine.evaluate import coco_metrics, format_metrics, prediction_to_coco
 
-SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco-val2017-sample"
-JSON = SAMPLE / "person_keypoints_sample.json"
-pytestmark = pytest.mark.skipif(not JSON.exists(), reason=f"real COCO sample not found at {SAMPLE}")
 
 
-def ground_truth_as_predictions():
-    ds = CocoPeopleDataset(JSON, SAMPLE, on_bad_image="raise")
+def ground_truth_as_predictions(sample):
+    json_path = sample / "person_keypoints_sample.json"
+    ds = CocoPeopleDataset(json_path, sample, on_bad_image="raise")
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(JSON))
+        gt = COCO(str(json_path))
     results = {"bbox": [], "segm": [], "keypoints": []}
     for i in range(len(ds)):
         target = ds.get_target(i)
@@ -33,8 +30,8 @@ def ground_truth_as_predictions():
     return gt, results, [int(i) for i in ds.image_ids], ds.schema.sigmas
 
 
-def test_ground_truth_scores_ap_one_for_all_three_types():
-    gt, results, image_ids, sigmas = ground_truth_as_predictions()
+def test_ground_truth_scores_ap_one_for_all_three_types(coco_sample):
+    gt, results, image_ids, sigmas = ground_truth_as_predictions(coco_sample)
     metrics = coco_metrics(gt, results, category_id=1, iou_types=["bbox", "segm", "keypoints"], sigmas=sigmas,
                            image_ids=image_ids)
     for iou_type in ("bbox", "segm", "keypoints"):
@@ -43,8 +40,8 @@ def test_ground_truth_scores_ap_one_for_all_three_types():
     assert "APs" not in metrics["keypoints"]  # COCO keypoints have no small-object AP
 
 
-def test_no_predictions_score_zero_without_crashing():
-    gt, _, image_ids, sigmas = ground_truth_as_predictions()
+def test_no_predictions_score_zero_without_crashing(coco_sample):
+    gt, _, image_ids, sigmas = ground_truth_as_predictions(coco_sample)
     empty = {"bbox": [], "segm": [], "keypoints": []}
     metrics = coco_metrics(gt, empty, category_id=1, iou_types=["bbox", "segm", "keypoints"], sigmas=sigmas,
                            image_ids=image_ids)
@@ -52,16 +49,16 @@ def test_no_predictions_score_zero_without_crashing():
     assert "bbox" in format_metrics(metrics)
 
 
-def test_shifted_boxes_score_below_one():
-    gt, results, image_ids, sigmas = ground_truth_as_predictions()
+def test_shifted_boxes_score_below_one(coco_sample):
+    gt, results, image_ids, sigmas = ground_truth_as_predictions(coco_sample)
     for r in results["bbox"]:
         r["bbox"][0] += r["bbox"][2] * 0.4  # IoU ~0.43 with its ground truth
     metrics = coco_metrics(gt, results, category_id=1, iou_types=["bbox"], image_ids=image_ids)
     assert metrics["bbox"]["AP"] < 0.2 and metrics["bbox"]["AP50"] < 0.5
 
 
-def test_results_are_accepted_by_pycocotools_load_res():
-    gt, results, _, _ = ground_truth_as_predictions()
+def test_results_are_accepted_by_pycocotools_load_res(coco_sample):
+    gt, results, _, _ = ground_truth_as_predictions(coco_sample)
     for dets in results.values():
         with contextlib.redirect_stdout(io.StringIO()):
             assert len(gt.loadRes(dets).anns) == len(dets)
