@@ -1,5 +1,4 @@
 """Drawing: skeleton counts and colours checked on pixels, thresholds, input formats, offsets."""
-from pathlib import Path
 
 import numpy as np
 import pytest
