@@ -159,7 +159,8 @@ def test_json_masks_equal_rendered_masks(dataset):
         assert len(anns) == len(people)
         for a, p in zip(anns, people):
             assert np.array_equal(coco.annToMask(a).astype(bool), p["mask"])
-            assert np.allclose(np.array(a["keypoints"]).reshape(17, 3), p["keypoints"], atol=0.006)
+            expected = p["keypoints"] if p["area"] >= 32 ** 2 else np.zeros((17, 3))
+            assert np.allclose(np.array(a["keypoints"]).reshape(17, 3), expected, atol=0.006)
             assert a["bbox"] == p["bbox"] and a["view"] == p["view"]
         assert info["file_name"] == f"{img_id:06d}.jpg"
 
@@ -182,3 +183,30 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert ha == hb
     assert ha.keys() == hc.keys()
     assert all(ha[k] != hc[k] for k in ha)
+
+
+def test_people_under_32_squared_carry_no_keypoints(dataset):
+    """As in COCO: small people are annotated with box and mask only (num_keypoints = 0)."""
+    root, _ = dataset
+    anns = json.loads((root / "train.json").read_text())["annotations"]
+    small = [a for a in anns if a["area"] < 32 ** 2]
+    others = [a for a in anns if a["area"] >= 32 ** 2]
+    assert small and others
+    assert all(a["num_keypoints"] == 0 and not any(a["keypoints"]) for a in small)
+    assert all(a["num_keypoints"] == sum(v > 0 for v in a["keypoints"][2::3]) > 0 for a in others)
+
+
+def test_front_and_back_views_look_different():
+    """Front/back cues: a front view shows a light placket on the shirt, a back view a dark collar band."""
+    from poseseg.data.synth_figure import render_person
+
+    def torso_brightness(view, seed):
+        layer = render_person(np.random.default_rng(seed), 200.0, (150.0, 150.0), view=view)
+        kp = layer.keypoints - (layer.x0, layer.y0)
+        mid = ((kp[5] + kp[6] + kp[11] + kp[12]) / 4).astype(int)  # torso centre (x, y)
+        return float(np.median(layer.rgb[mid[1] - 3:mid[1] + 4, mid[0]].astype(float)))
+
+    # the light placket runs down the torso's centre line (an arm in front of it hides it sometimes)
+    lighter = [torso_brightness("front", s) > 160 and torso_brightness("front", s) - torso_brightness("back", s) > 40
+               for s in range(10)]
+    assert sum(lighter) >= 7, lighter

@@ -13,8 +13,11 @@ Annotations follow COCO: ``segmentation`` is the person's *visible* region as RL
 covered by someone or something in front is not part of it), ``bbox`` is that mask's tight
 box, ``area`` its pixel count. Keypoint visibility: 2 = on the person's visible mask;
 1 = inside the image but covered by a person / object in front, or a face keypoint (nose,
-eyes) of a figure seen from the back; 0 = outside the image, stored as x = y = 0.
-Each annotation also carries ``view`` ("front" / "back"); pycocotools ignores it.
+eyes) of a figure seen from the back; 0 = outside the image, stored as x = y = 0. As in COCO,
+people smaller than 32² px (visible area) carry no keypoints at all (``num_keypoints = 0``).
+Front and back views differ as real people do: a face (eyes, nose, mouth, hair line), a shirt with a
+neckline, placket and buttons and shoes with toe caps in front; hair, a collar band, a seam and heels
+at the back. Each annotation also carries ``view`` ("front" / "back"); pycocotools ignores it.
 
 Everything is drawn from a numpy Generator seeded per image by (seed, split, index), so the
 same seed gives byte-identical files whatever the number of worker processes.
@@ -235,8 +238,12 @@ def _count_probs(max_people: int) -> list[float]:
 
 # ----------------------------------------------------------------------------- COCO writing
 def person_to_coco(person: dict, ann_id: int, image_id: int) -> dict:
+    """One COCO annotation. As in COCO, people smaller than 32² px carry no keypoints (all zeros,
+    ``num_keypoints = 0``), so keypoint training and OKS evaluation ignore them."""
     rle = mask_utils.encode(np.asfortranarray(person["mask"].astype(np.uint8)))
     kps = person["keypoints"]
+    if person["area"] < SMALL_AREA:
+        kps = np.zeros_like(kps)
     flat = []
     for x, y, v in kps.tolist():
         flat += [round(x, 2), round(y, 2), int(v)]
