@@ -167,16 +167,21 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd (with momentum) | adamw (betas 0.9/0.999; converges faster from scratch)
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    schedule: str = "iters"  # iters: lr_steps / warmup_iters count iterations; time: fractions of time_limit_minutes
     lr_steps: list[int] = field(default_factory=lambda: [60_000, 80_000])
+    lr_step_fractions: list[float] = field(default_factory=lambda: [0.75, 0.9])  # schedule=time
     lr_gamma: float = 0.1
     warmup_iters: int = 1000
+    warmup_fraction: float = 0.05  # schedule=time
     warmup_factor: float = 0.001
+    finish_fraction: float = 0.0  # the last fraction of the run (iterations or time) trains with finish_freeze
+    finish_freeze: str = "trunk"  # what the finishing phase freezes (a train.freeze mode)
     clip_grad_norm: float = 0.0  # 0: off
     offset_lr_multiplier: float = 1.0  # lr scale for the sampling-offset branches (deformable conv / RoI pooling)
     amp: bool = True  # mixed precision on CUDA
-    freeze: str = "none"  # none | deform_only (train only the deformable parts of the backbone)
+    freeze: str = "none"  # none | deform_only | backbone | trunk (see engine/optim.py FREEZE_MODES)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
-    time_limit_minutes: float = 0.0  # stop training after this long (0: off); then save and evaluate as at the end
+    time_limit_minutes: float = 0.0  # stop training after this long (0: off), or the budget of schedule=time
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
     eval_every: int = 0
@@ -364,6 +369,19 @@ def config_from_dict(data: dict) -> Config:
     return cfg
 
 
+def _validate_schedule(t: TrainConfig) -> None:
+    if t.schedule not in ("iters", "time"):
+        raise ConfigError(f"train.schedule={t.schedule!r}; choose iters (lr_steps in iterations) or time "
+                          "(lr_step_fractions of train.time_limit_minutes)")
+    if t.schedule == "time" and t.time_limit_minutes <= 0:
+        raise ConfigError("train.schedule=time needs the budget: set train.time_limit_minutes, e.g. 9")
+    fractions = [("train.lr_step_fractions", f) for f in t.lr_step_fractions] + [
+        ("train.warmup_fraction", t.warmup_fraction), ("train.finish_fraction", t.finish_fraction)]
+    for key, value in fractions:
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key}={value}: a fraction of the run, in [0, 1)")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type check cannot express."""
     m = cfg.model
@@ -390,10 +408,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.roi.deform_pool names {bad_pool}, which are not in model.heads={m.heads}")
     if m.num_classes < 2:
         raise ConfigError("model.num_classes counts the background too: use 2 for person-only")
-    if cfg.train.freeze not in ("none", "deform_only"):
-        raise ConfigError(f"train.freeze={cfg.train.freeze!r}; choose none or deform_only")
+    freeze_modes = ("none", "deform_only", "backbone", "trunk")
+    for key, mode in (("train.freeze", cfg.train.freeze), ("train.finish_freeze", cfg.train.finish_freeze)):
+        if mode not in freeze_modes:
+            raise ConfigError(f"{key}={mode!r}; choose one of {', '.join(freeze_modes)}")
     if cfg.train.time_limit_minutes < 0:
         raise ConfigError(f"train.time_limit_minutes={cfg.train.time_limit_minutes}; use 0 (off) or a positive number")
+    _validate_schedule(cfg.train)
     if not cfg.train.offset_lr_multiplier >= 0:
         raise ConfigError(f"train.offset_lr_multiplier={cfg.train.offset_lr_multiplier}; use a number >= 0 "
                           "(0.1 is the usual choice for deformable offsets, 1 trains them like every other layer)")

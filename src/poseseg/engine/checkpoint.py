@@ -1,4 +1,4 @@
-"""Checkpoints: model, optimizer, scheduler, iteration, RNG state and config, written atomically.
+"""Checkpoints: model, optimizer, schedule clock, iteration, RNG state and config, written atomically.
 
 A checkpoint is written to a temporary file and renamed into place, so a run killed at any
 moment never leaves a half-written ``.pt`` that resume would pick up. Loading always uses

@@ -12,25 +12,44 @@ def scaled_lr(train: TrainConfig, world_size: int) -> float:
     return train.base_lr * train.batch_size * world_size / train.lr_reference_batch
 
 
-def apply_freeze(model: nn.Module, mode: str) -> list[str]:
-    """``deform_only``: train only the backbone's deformable convolutions (and their offset
-    branches) plus everything after the backbone — the paper's "for the refinement backbone we
-    only train the part which uses deformable convolution". Returns the frozen parameter names."""
-    if mode == "none":
-        return []
-    if mode != "deform_only":
-        raise ValueError(f"train.freeze={mode!r}; choose none or deform_only")
-    from poseseg.ops import DeformConv2d
+# parts of the model each freeze mode holds fixed (deform_only: the backbone but its deformable convs)
+FREEZE_MODES = {
+    "none": (),
+    "deform_only": ("backbone",),
+    "backbone": ("backbone", "fpn"),
+    "trunk": ("backbone", "fpn", "rpn", "box_pooler", "box_head"),  # trains the mask and keypoint heads only
+}
 
-    deform_params = {id(p) for m in model.backbone.modules() if isinstance(m, DeformConv2d) for p in m.parameters()}
-    if not deform_params:
-        raise ValueError("train.freeze=deform_only but the backbone has no deformable convs; "
-                         "set model.backbone.deform_stages, e.g. [3, 4, 5]")
+
+def apply_freeze(model: nn.Module, mode: str) -> list[str]:
+    """Stop training the parts ``mode`` names; returns the frozen parameter names.
+
+    ``deform_only`` trains only the backbone's deformable convolutions (and their offset branches)
+    plus everything after the backbone: the paper's "for the refinement backbone we only train the
+    part which uses deformable convolution". ``backbone`` and ``trunk`` also keep the batch norms
+    of those parts in eval mode (they keep their running statistics), e.g. for a finishing phase
+    that trains the mask and keypoint heads on fixed features.
+    """
+    if mode not in FREEZE_MODES:
+        raise ValueError(f"train.freeze={mode!r}; choose one of {', '.join(FREEZE_MODES)}")
+    keep_training: set[int] = set()
+    if mode == "deform_only":
+        from poseseg.ops import DeformConv2d
+
+        keep_training = {id(p) for m in model.backbone.modules() if isinstance(m, DeformConv2d)
+                         for p in m.parameters()}
+        if not keep_training:
+            raise ValueError("train.freeze=deform_only but the backbone has no deformable convs; "
+                             "set model.backbone.deform_stages, e.g. [3, 4, 5]")
     frozen = []
-    for name, p in model.backbone.named_parameters():
-        if id(p) not in deform_params and p.requires_grad:
-            p.requires_grad_(False)
-            frozen.append(f"backbone.{name}")
+    for part in FREEZE_MODES[mode]:
+        for name, p in getattr(model, part).named_parameters():
+            if id(p) not in keep_training and p.requires_grad:
+                p.requires_grad_(False)
+                frozen.append(f"{part}.{name}")
+        if mode != "deform_only":
+            model.frozen_parts.add(part)
+    model.train(model.training)  # the frozen parts' batch norms switch to eval mode now
     return frozen
 
 
@@ -67,17 +86,3 @@ def build_optimizer(model: nn.Module, train: TrainConfig, world_size: int) -> to
     if train.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"train.optimizer={train.optimizer!r}; choose sgd or adamw")
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from ``warmup_factor``, then ÷(1/gamma) at each of ``lr_steps``."""
-    steps = sorted(train.lr_steps)
-
-    def factor(it: int) -> float:
-        f = train.lr_gamma ** sum(it >= s for s in steps)
-        if it < train.warmup_iters:
-            alpha = it / train.warmup_iters
-            f *= train.warmup_factor * (1 - alpha) + alpha
-        return f
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

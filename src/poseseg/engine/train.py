@@ -15,8 +15,9 @@ from poseseg.config import Config, config_from_dict
 from poseseg.engine import checkpoint as ckpt
 from poseseg.engine import distributed as dist
 from poseseg.engine.evaluate import evaluate, format_metrics
-from poseseg.engine.optim import apply_freeze, build_optimizer, build_scheduler, scaled_lr
+from poseseg.engine.optim import apply_freeze, build_optimizer, scaled_lr
 from poseseg.engine.run_log import RunLogger, new_run_dir
+from poseseg.engine.schedule import LRSchedule, TrainingClock, in_finishing_phase
 from poseseg.modeling.model import PoseSegModel, build_model
 
 
@@ -117,24 +118,26 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     frozen = apply_freeze(model, t.freeze)
     model.to(device)
     optimizer = build_optimizer(model, t, world)
-    scheduler = build_scheduler(optimizer, t)
+    schedule = LRSchedule(optimizer, t)
+    clock = TrainingClock(t)
     start_iter = 0
     if resume_path is not None:
         state = ckpt.load_checkpoint(resume_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        clock.load_state_dict(state.get("schedule", {}))  # seconds trained so far (older checkpoints: none)
         start_iter = int(state["iteration"])
         rng_states = state["rng"]
         ckpt.restore_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if dist.is_distributed() else model
+    net = _wrap(model, device)
     loader = iter(_train_loader(train_set, transforms, cfg, start_iter))
     logger = RunLogger(run_dir, total_iters=t.iters, start_iter=start_iter, enabled=dist.is_main() and not quiet)
     if frozen:
         logger.message(f"train.freeze={t.freeze}: {len(frozen)} backbone tensors frozen")
+    length = f"{t.time_limit_minutes:g} minutes (at most {t.iters} iterations)" if clock.by_time \
+        else f"iterations {start_iter}..{t.iters}"
     logger.message(f"run folder {run_dir}; {len(train_set)} training images; lr {scaled_lr(t, world):.4g} "
-                   f"for {t.batch_size} x {world} images per step; iterations {start_iter}..{t.iters}")
+                   f"for {t.batch_size} x {world} images per step; {length}")
 
     use_amp = t.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -142,10 +145,22 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     skipped_steps = 0
     metrics = None
     net.train()
-    deadline = time.perf_counter() + 60 * t.time_limit_minutes if t.time_limit_minutes > 0 else None
+    deadline = time.perf_counter() + 60 * t.time_limit_minutes if t.time_limit_minutes > 0 and not clock.by_time \
+        else None
+    finishing = False
     done = start_iter
     end = time.perf_counter()
     for iteration in range(start_iter, t.iters):
+        progress = clock.progress(iteration)
+        if clock.by_time:
+            progress = _agreed_max(progress, device)  # one schedule on every rank
+        if not finishing and in_finishing_phase(t, progress):
+            finishing = True
+            frozen = apply_freeze(model, t.finish_freeze)
+            net = _wrap(model, device)  # DDP must not wait for gradients of the frozen parameters
+            logger.message(f"finishing phase from iteration {iteration} (progress {progress:.2f}): "
+                           f"train.finish_freeze={t.finish_freeze} holds {len(frozen)} tensors fixed")
+        schedule.apply(progress, iteration)
         images, targets = next(loader)
         for tg in targets:
             skipped_images.extend(tg.pop("skipped_images", []))
@@ -163,7 +178,6 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             skipped_steps += 1
             logger.message(f"skipping iteration {iteration}: non-finite loss ({terms})")
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
             done = iteration + 1  # a skipped step still counts: the schedule and the sampler moved on
             end = time.perf_counter()
             continue
@@ -174,7 +188,6 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
         done = iteration + 1
         step_time = time.perf_counter() - end
 
@@ -185,7 +198,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
                           memory_mb=_memory_mb(device), skipped_images=len(skipped_images))
             logger.log(done, values)
         if done % t.checkpoint_every == 0 and done < t.iters:
-            _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, scheduler, done, cfg)
+            _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, clock, done, cfg)
             if dist.is_main():
                 ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
         if t.eval_every and val_set is not None and done % t.eval_every == 0 and done < t.iters:
@@ -200,11 +213,14 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             logger.message(f"train.time_limit_minutes={t.time_limit_minutes:g} reached after iteration {done} "
                            f"of {t.iters}: saving and evaluating now")
             break
+        if clock.by_time and _all_agree(clock.finished(done), device):
+            logger.message(f"time budget of {t.time_limit_minutes:g} minutes used after {done} iterations")
+            break
 
     dist.broadcast_buffers(model)  # one model on every rank for the evaluation below
     final = run_dir / "model_final.pt"
-    _save(final, model, optimizer, scheduler, done, cfg)
-    _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, scheduler, done, cfg)
+    _save(final, model, optimizer, clock, done, cfg)
+    _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, clock, done, cfg)
     if dist.is_main():
         ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
     if val_set is not None:
@@ -225,6 +241,24 @@ def _train_loader(train_set, transforms, cfg: Config, start_iter: int):
     return build_train_loader(train_set, transforms, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                               rank=dist.rank(), world_size=dist.world_size(), start_iter=start_iter,
                               num_workers=cfg.data.num_workers)
+
+
+def _wrap(model: PoseSegModel, device: torch.device):
+    """DistributedDataParallel over the parameters that train now; the model itself in one process."""
+    if not dist.is_distributed():
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _agreed_max(value: float, device: torch.device) -> float:
+    """The largest value over the ranks (the same number on every process)."""
+    if not dist.is_distributed():
+        return value
+    import torch.distributed as tdist
+
+    tensor = torch.tensor([value], device=device, dtype=torch.float64)
+    tdist.all_reduce(tensor, op=tdist.ReduceOp.MAX)
+    return float(tensor.item())
 
 
 def _all_finite(total: torch.Tensor, device: torch.device) -> bool:
@@ -248,11 +282,11 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _save(path: Path, model: PoseSegModel, optimizer, scheduler, iteration: int, cfg: Config) -> None:
+def _save(path: Path, model: PoseSegModel, optimizer, clock: TrainingClock, iteration: int, cfg: Config) -> None:
     rng = dist.all_gather_objects(ckpt.capture_rng_state())  # every rank's streams: exact resume
     if dist.is_main():
         ckpt.save_checkpoint(path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": clock.state_dict(),
             "iteration": iteration, "rng": rng, "config": cfg.to_dict(), "keypoint_schema": model.keypoint_schema,
         })
     dist.barrier()

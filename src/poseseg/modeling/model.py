@@ -48,6 +48,16 @@ class PoseSegModel(nn.Module):
         self.loss_weights = loss_weights or {}
         self.keypoint_schema: dict | None = None  # names, skeleton, flip pairs, sigmas; set by training
         self.return_keypoint_peaks = False  # add `keypoint_peaks` (N, K, 2) to predictions (for drawing)
+        self.frozen_parts: set[str] = set()  # submodules held fixed (train.freeze)
+
+    def train(self, mode: bool = True) -> "PoseSegModel":
+        """The batch norms of frozen parts stay in eval mode: they keep their running statistics."""
+        super().train(mode)
+        for name in self.frozen_parts:
+            for module in getattr(self, name).modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     @property
     def heads(self) -> list[str]:
