@@ -66,7 +66,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from poseseg.engine.train import resolve_device
     from poseseg.predictor import load_model
 
-    model, cfg = load_model(args.weights, config=args.config, overrides=args.overrides)
+    model, cfg = load_model(args.weights, config=args.config, overrides=_test_flip(args) + list(args.overrides))
     device = resolve_device(args.device or cfg.train.device)
     dist.init_from_env(device)
     model.to(device)
@@ -84,6 +84,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(metrics))
     return 0
+
+
+def _test_flip(args: argparse.Namespace) -> list[str]:
+    return ["model.test_flip=true"] if args.test_flip else []
 
 
 def _default_eval_dir(weights: str) -> Path:
@@ -139,7 +143,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     report = run_predict(args.weights, args.sources, out=args.out, config=args.config, score_thresh=args.score_thresh,
                          device=args.device, batch_size=args.batch_size, show_offsets=args.show_offsets,
-                         overrides=list(args.overrides))
+                         overrides=_test_flip(args) + list(args.overrides))
     read = report.images + report.frames
     print(f"{report.images} images and {report.frames} video frames, {report.people} people, "
           f"{read / max(report.seconds, 1e-9):.2f} images/s -> {report.out_dir}")
@@ -201,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    p.add_argument("--test-flip", action="store_true", help="flip test-time augmentation (model.test_flip)")
     _add_config_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -237,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--show-offsets", action="store_true", help="draw the keypoint refinement arrows")
+    p.add_argument("--test-flip", action="store_true", help="flip test-time augmentation (model.test_flip)")
     p.set_defaults(func=cmd_predict, overrides=[])
 
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")

@@ -83,6 +83,9 @@ class RoIConfig:
     bg_iou: float = 0.5
     sampling_ratio: int = 2
     deform_pool: list[str] = field(default_factory=list)  # heads with deformable RoI pooling
+    head_rois: str = "proposals"  # what the mask/keypoint heads train on: proposals (positives) | gt_jitter
+    gt_jitter_copies: int = 2  # head_rois=gt_jitter: shifted copies of each ground-truth box
+    gt_jitter: float = 0.1  # ... each side moved by up to this fraction of the box size
 
 
 @dataclass
@@ -127,6 +130,7 @@ class KeypointHeadConfig:
 class ModelConfig:
     heads: list[str] = field(default_factory=lambda: ["box", "mask", "keypoint"])
     num_classes: int = 2  # background + person
+    test_flip: bool = False  # flip test-time augmentation of the mask and keypoint heads (about 1.5x the time)
     input: InputConfig = field(default_factory=InputConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn: FPNConfig = field(default_factory=FPNConfig)
@@ -403,6 +407,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.keypoint.loss={m.keypoint.loss!r}; choose mse or ce")
     if m.keypoint.heatmap_size % 4 != 0:
         raise ConfigError(f"model.keypoint.heatmap_size={m.keypoint.heatmap_size} must be a multiple of 4")
+    if m.roi.head_rois not in ("proposals", "gt_jitter"):
+        raise ConfigError(f"model.roi.head_rois={m.roi.head_rois!r}; choose proposals or gt_jitter")
     bad_pool = [h for h in m.roi.deform_pool if h not in m.heads]
     if bad_pool:
         raise ConfigError(f"model.roi.deform_pool names {bad_pool}, which are not in model.heads={m.heads}")

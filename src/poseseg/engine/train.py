@@ -151,6 +151,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     done = start_iter
     end = time.perf_counter()
     for iteration in range(start_iter, t.iters):
+        if clock.by_time and _all_agree(clock.finished(iteration), device):
+            logger.message(f"time budget of {t.time_limit_minutes:g} minutes used after {iteration} iterations")
+            break
         progress = clock.progress(iteration)
         if clock.by_time:
             progress = _agreed_max(progress, device)  # one schedule on every rank
@@ -212,9 +215,6 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         if deadline is not None and done < t.iters and _all_agree(end > deadline, device):
             logger.message(f"train.time_limit_minutes={t.time_limit_minutes:g} reached after iteration {done} "
                            f"of {t.iters}: saving and evaluating now")
-            break
-        if clock.by_time and _all_agree(clock.finished(done), device):
-            logger.message(f"time budget of {t.time_limit_minutes:g} minutes used after {done} iterations")
             break
 
     dist.broadcast_buffers(model)  # one model on every rank for the evaluation below

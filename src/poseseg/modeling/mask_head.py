@@ -54,5 +54,6 @@ def crop_masks(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idxs: torch.
     if boxes.shape[0] == 0:
         return boxes.new_zeros((0, size, size))
     rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)  # (R, 5) batch index + box
-    soft = roi_align(gt_masks[:, None].to(boxes), rois, (size, size), 1.0)[:, 0]
+    # aligned: the RoI's edges are pixel edges (COCO's continuous coordinates), as the paste assumes
+    soft = roi_align(gt_masks[:, None].to(boxes), rois, (size, size), 1.0, sampling_ratio=2, aligned=True)[:, 0]
     return (soft >= 0.5).to(boxes.dtype)

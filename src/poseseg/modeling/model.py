@@ -15,11 +15,13 @@ from poseseg.config import Config, ModelConfig
 from poseseg.modeling.backbone import ResNet
 from poseseg.modeling.box_head import BoxHead
 from poseseg.modeling.conv_tower import zero_loss
+from poseseg.data.schema import KeypointSchema
+from poseseg.modeling.flip_tta import mirror_boxes, unflip_keypoints, unflip_mask_logits
 from poseseg.modeling.fpn import FPN
 from poseseg.modeling.keypoint_head import KeypointHead
 from poseseg.modeling.mask_head import MaskHead
 from poseseg.modeling.pooler import RoIPooler
-from poseseg.modeling.roi_sampling import ProposalSampler, SampledRoIs
+from poseseg.modeling.roi_sampling import ProposalSampler, SampledRoIs, jittered_gt_rois
 from poseseg.modeling.rpn import build_rpn
 from poseseg.types import Target
 
@@ -32,7 +34,8 @@ class PoseSegModel(nn.Module):
                  sampler: ProposalSampler, box_pooler: RoIPooler, box_head: BoxHead,
                  mask_pooler: RoIPooler | None = None, mask_head: MaskHead | None = None,
                  keypoint_pooler: RoIPooler | None = None, keypoint_head: KeypointHead | None = None,
-                 mask_max_rois: int = 128, keypoint_max_rois: int = 128,
+                 mask_max_rois: int = 128, keypoint_max_rois: int = 128, head_rois: str = "proposals",
+                 gt_jitter_copies: int = 2, gt_jitter: float = 0.1, test_flip: bool = False,
                  loss_weights: dict[str, float] | None = None):
         super().__init__()
         self.transform = transform
@@ -45,10 +48,12 @@ class PoseSegModel(nn.Module):
         self.keypoint_pooler, self.keypoint_head = keypoint_pooler, keypoint_head
         self.mask_max_rois = mask_max_rois
         self.keypoint_max_rois = keypoint_max_rois
+        self.head_rois, self.gt_jitter_copies, self.gt_jitter = head_rois, gt_jitter_copies, gt_jitter
         self.loss_weights = loss_weights or {}
         self.keypoint_schema: dict | None = None  # names, skeleton, flip pairs, sigmas; set by training
         self.return_keypoint_peaks = False  # add `keypoint_peaks` (N, K, 2) to predictions (for drawing)
         self.frozen_parts: set[str] = set()  # submodules held fixed (train.freeze)
+        self.test_flip = test_flip  # mask/keypoint heads also on the mirrored image, averaged
 
     def train(self, mode: bool = True) -> "PoseSegModel":
         """The batch norms of frozen parts stay in eval mode: they keep their running statistics."""
@@ -88,7 +93,10 @@ class PoseSegModel(nn.Module):
                       "loss_rpn_box": rpn_losses["loss_rpn_box_reg"]}
             losses.update(self._head_losses(features, proposals, batch.image_sizes, plain_targets))
             return {k: v * self.loss_weights.get(k, 1.0) for k, v in losses.items()}
-        detections = self._detect(features, proposals, batch.image_sizes)
+        mirrored = None
+        if self.test_flip and (self.mask_head is not None or self.keypoint_head is not None):
+            mirrored = OrderedDict((k, v.contiguous()) for k, v in self.fpn(self.backbone(pixels.flip(-1))).items())
+        detections = self._detect(features, proposals, batch.image_sizes, mirrored, pixels.shape[-1])
         peaks = [d.pop("keypoint_peaks", None) for d in detections]
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
         if self.return_keypoint_peaks and self.keypoint_head is not None:
@@ -102,11 +110,15 @@ class PoseSegModel(nn.Module):
         matched_boxes = [t["boxes"][i] if t["boxes"].numel() else torch.zeros_like(p)
                          for t, i, p in zip(targets, rois.matched_idxs, rois.proposals)]
         losses = self.box_head.loss(class_logits, box_deltas, rois.labels, rois.proposals, matched_boxes)
+        sampled = rois
+        if self.head_rois == "gt_jitter":
+            rois = jittered_gt_rois(targets, copies=self.gt_jitter_copies, jitter=self.gt_jitter,
+                                    image_sizes=image_sizes)
         mask_pos = mask_pooled = None
         if self.mask_head is not None:
             mask_pos = rois.positives(self.mask_max_rois)
             if mask_pos.num_rois() == 0:
-                losses.update(self._idle_head_losses("mask", features, rois, image_sizes))
+                losses.update(self._idle_head_losses("mask", features, sampled, image_sizes))
             else:
                 mask_pooled = self.mask_pooler(features, mask_pos.proposals, image_sizes)  # (P, C, S, S)
                 logits = self.mask_head(mask_pooled)
@@ -119,7 +131,7 @@ class PoseSegModel(nn.Module):
                      and _same_pooling(self.mask_pooler, self.keypoint_pooler))
             pos = mask_pos if share else rois.positives(self.keypoint_max_rois)
             if pos.num_rois() == 0:
-                losses.update(self._idle_head_losses("keypoint", features, rois, image_sizes))
+                losses.update(self._idle_head_losses("keypoint", features, sampled, image_sizes))
             else:
                 pooled = mask_pooled if share else self.keypoint_pooler(features, pos.proposals, image_sizes)
                 heatmaps, offsets = self.keypoint_head(pooled)
@@ -136,16 +148,27 @@ class PoseSegModel(nn.Module):
         outputs = [o for o in (outputs if isinstance(outputs, tuple) else (outputs,)) if o is not None]
         return {n: zero_loss(*outputs) for n in head.loss_names}
 
-    def _detect(self, features, proposals, image_sizes) -> list[dict[str, torch.Tensor]]:
+    def _detect(self, features, proposals, image_sizes, mirrored=None, padded_width: int = 0):
+        """Boxes, then the mask and keypoint heads on them. ``mirrored``: the features of the
+        horizontally flipped batch (``padded_width`` wide) for flip test-time augmentation."""
         class_logits, box_deltas = self.box_head(self.box_pooler(features, proposals, image_sizes))
         detections = self.box_head.inference(class_logits, box_deltas, proposals, image_sizes)
+        return self.heads_on_boxes(features, detections, image_sizes, mirrored, padded_width)
+
+    def heads_on_boxes(self, features, detections, image_sizes, mirrored=None, padded_width: int = 0):
+        """Add ``masks`` and ``keypoints`` of the mask and keypoint heads to per-image dicts of
+        ``boxes`` and ``labels`` (in the batch's resized coordinates)."""
         boxes = [d["boxes"] for d in detections]
         num_boxes = sum(b.shape[0] for b in boxes)
-        mask_pooled = None
+        flip_boxes = [mirror_boxes(b, padded_width) for b in boxes] if mirrored is not None else None
+        mask_pooled = flip_pooled = None
         if self.mask_head is not None:
             if num_boxes:
                 mask_pooled = self.mask_pooler(features, boxes, image_sizes)
                 logits = self.mask_head(mask_pooled)
+                if mirrored is not None:
+                    flip_pooled = self.mask_pooler(mirrored, flip_boxes, image_sizes)
+                    logits = (logits + unflip_mask_logits(self.mask_head(flip_pooled))) / 2
                 probs = self.mask_head.inference(logits, [d["labels"] for d in detections])
             else:
                 size = 2 * self.mask_pooler.output_size
@@ -159,6 +182,10 @@ class PoseSegModel(nn.Module):
                 same = mask_pooled is not None and _same_pooling(self.mask_pooler, self.keypoint_pooler)
                 pooled = mask_pooled if same else self.keypoint_pooler(features, boxes, image_sizes)
                 heatmaps, offsets = self.keypoint_head(pooled)
+                if mirrored is not None:
+                    if not (same and flip_pooled is not None):
+                        flip_pooled = self.keypoint_pooler(mirrored, flip_boxes, image_sizes)
+                    heatmaps, offsets = self._average_with_flipped(heatmaps, offsets, flip_pooled)
                 decoded = self.keypoint_head.inference(heatmaps, offsets, boxes)
             else:
                 decoded = None
@@ -168,6 +195,19 @@ class PoseSegModel(nn.Module):
                 d["keypoint_scores"] = decoded[i].scores if decoded else boxes[i].new_zeros((n, k))
                 d["keypoint_peaks"] = decoded[i].peaks if decoded else boxes[i].new_zeros((n, k, 2))
         return detections
+
+
+    def _average_with_flipped(self, heatmaps, offsets, flip_pooled):
+        """Average the keypoint head's outputs with those on the mirrored boxes, mirrored back."""
+        if not self.keypoint_schema:
+            raise ValueError("model.test_flip needs the keypoint schema's left/right pairs: load a trained "
+                             "checkpoint (it carries the schema) or set model.keypoint_schema")
+        perm = KeypointSchema.from_dict(self.keypoint_schema).flip_permutation()
+        flip_heatmaps, flip_offsets = unflip_keypoints(*self.keypoint_head(flip_pooled), perm)
+        heatmaps = (heatmaps + flip_heatmaps) / 2
+        if offsets is not None:
+            offsets = (offsets + flip_offsets) / 2
+        return heatmaps, offsets
 
 
 def _same_pooling(a: RoIPooler, b: RoIPooler) -> bool:
@@ -274,4 +314,6 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
     return PoseSegModel(transform=transform, backbone=backbone, fpn=fpn, rpn=rpn, sampler=sampler,
                         box_pooler=pooler("box", m.box.pooled_size), box_head=box_head,
                         mask_max_rois=m.mask.max_rois_per_image, keypoint_max_rois=m.keypoint.max_rois_per_image,
+                        head_rois=m.roi.head_rois, gt_jitter_copies=m.roi.gt_jitter_copies, gt_jitter=m.roi.gt_jitter,
+                        test_flip=m.test_flip,
                         loss_weights=loss_weights, **parts)

@@ -70,3 +70,27 @@ class ProposalSampler:
             all_labels.append(labels[keep])
             all_idxs.append(idxs[keep])
         return SampledRoIs(all_props, all_labels, all_idxs)
+
+
+def jittered_gt_rois(targets: list[dict], *, copies: int, jitter: float,
+                     image_sizes: list[tuple[int, int]]) -> SampledRoIs:
+    """Each ground-truth person's box plus ``copies`` randomly shifted and scaled versions of it
+    (each side moves by up to ``jitter`` times the box's width or height): clean, plentiful RoIs for
+    the mask and keypoint heads, close to the detected boxes they see at inference."""
+    out = SampledRoIs([], [], [])
+    for target, (height, width) in zip(targets, image_sizes):
+        boxes = target["boxes"]  # (G, 4)
+        n = boxes.shape[0]
+        idxs = torch.arange(n, device=boxes.device).repeat(copies + 1)  # (G * (copies + 1),)
+        rois = boxes[idxs].clone()
+        if copies and n:
+            size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)[idxs[n:]]  # (G * copies, 4): w, h, w, h
+            rois[n:] += (torch.rand_like(size) * 2 - 1) * jitter * size
+            rois[n:, 0::2] = rois[n:, 0::2].clamp(0, width)
+            rois[n:, 1::2] = rois[n:, 1::2].clamp(0, height)
+            degenerate = (rois[:, 2:] - rois[:, :2] < 1).any(dim=1)
+            rois[degenerate] = boxes[idxs[degenerate]]
+        out.proposals.append(rois)
+        out.labels.append(target["labels"][idxs].to(torch.int64))
+        out.matched_idxs.append(idxs)
+    return out
