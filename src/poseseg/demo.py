@@ -18,6 +18,9 @@ DEMO_TRAIN_IMAGES = 600
 DEMO_VAL_IMAGES = 60
 EVAL_RESERVE_S = 50.0  # evaluation on the val split + overlays, kept out of the training budget
 MAX_ITERS = 1_000_000  # the time budget ends the run, not an iteration count
+# what the README reports for the default demo (mean ± spread of 3 seeds, 2 cores, nothing else running)
+README_AP = {"bbox": (0.5, 0.02), "segm": (0.3, 0.02), "keypoints": (0.25, 0.02)}
+README_ITERATIONS = 600
 
 
 def ensure_dataset(data_dir: Path, *, num_train: int, num_val: int, seed: int = 0, size: int = 320) -> Path:
@@ -43,27 +46,57 @@ def demo_config(data_dir: Path, out: Path, train_minutes: float, overrides: list
         *overrides])
 
 
-def draw_overlays(weights: Path, data_dir: Path, out_dir: Path, num: int = 8) -> list[Path]:
-    """Predictions on the first ``num`` validation images, drawn."""
+def draw_overlays(weights: Path, data_dir: Path, out_dir: Path, num: int = 8) -> tuple[list[Path], float]:
+    """Predictions on the validation images; the first ``num`` drawn, every detected person's skeleton
+    with the keypoint threshold calibrated on all of them (``engine.calibrate``). Returns the paths
+    and the threshold."""
     from poseseg.data.image_io import load_image_rgb
     from poseseg.data.schema import KeypointSchema
+    from poseseg.engine.calibrate import keypoint_score_threshold
     from poseseg.predictor import Predictor
     from poseseg.visualize import draw
 
     predictor = Predictor(weights, device="cpu", score_thresh=0.5)
     schema = KeypointSchema.from_dict(predictor.schema) if predictor.schema else None
     val = json.loads((data_dir / "val.json").read_text())
+    anns: dict[int, list[dict]] = {}
+    for a in val["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a)
+    results = [(info, predictor.predict(data_dir / "val" / info["file_name"], with_offsets=True))
+               for info in val["images"]]
+    sigmas = schema.sigmas if schema is not None and schema.sigmas else None
+    thresh = 0.2
+    if sigmas:
+        thresh, stats = keypoint_score_threshold([(anns.get(info["id"], []), r) for info, r in results], sigmas)
+        print(f"keypoint threshold for drawing: {thresh:.3f} (best F1 on the {len(results)} val images: "
+              f"precision {stats['precision']:.2f}, recall {stats['recall']:.2f} of keypoints within OKS 0.5)")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for info in val["images"][:num]:
+    for info, result in results[:num]:
         path = data_dir / "val" / info["file_name"]
-        result = predictor.predict(path, with_offsets=True)
-        picture = draw(load_image_rgb(path), result, schema=schema, show_offsets=True,
+        picture = draw(load_image_rgb(path), result, schema=schema, keypoint_thresh=thresh, show_offsets=True,
                        offsets=result.get("keypoint_peaks"))
         target = out_dir / f"{Path(info['file_name']).stem}_pred.png"
         picture.save(target)
         written.append(target)
-    return written
+    return written, thresh
+
+
+def verdict(metrics: dict | None, iterations: int) -> list[str]:
+    """One line per task: this run's AP against what the README reports for the default demo."""
+    lines = []
+    for task, (mean, spread) in README_AP.items():
+        ap = (metrics or {}).get(task, {}).get("AP")
+        if ap is None:
+            lines.append(f"{task:9s} no AP (no validation set?)")
+            continue
+        if ap >= mean - 2 * spread - 0.02:
+            word = "as expected"
+        else:
+            word = (f"below the README; this machine trained {iterations} iterations in the budget "
+                    f"(the README's runs: about {README_ITERATIONS} on 2 cores)")
+        lines.append(f"{task:9s} AP {ap:.3f} vs README {mean:.3f} ± {spread:.3f}: {word}")
+    return lines
 
 
 def run_demo(*, minutes: float = 9.0, out: str | Path = "runs/demo", data_dir: str | Path = "data/synth",
@@ -84,8 +117,9 @@ def run_demo(*, minutes: float = 9.0, out: str | Path = "runs/demo", data_dir: s
               "goes to data and evaluation)")
         result = train(demo_config(data_dir, out, train_seconds / 60, overrides or []))
     run_dir = result.run_dir
-    overlays = draw_overlays(result.final_checkpoint, data_dir, run_dir / "overlays")
+    overlays, _ = draw_overlays(result.final_checkpoint, data_dir, run_dir / "overlays")
     print(f"\ncheckpoint {result.final_checkpoint}\nmetrics   {run_dir / 'metrics.json'}\n"
           f"overlays  {overlays[0].parent} ({len(overlays)} images)\n"
           f"took {(time.perf_counter() - start) / 60:.1f} minutes")
+    print("\n".join(verdict(result.metrics, result.iterations)))
     return {"run_dir": run_dir, "metrics": result.metrics, "overlays": overlays}
