@@ -105,6 +105,7 @@ class MaskHeadConfig:
     num_convs: int = 4
     conv_dim: int = 256
     max_rois_per_image: int = 128  # cap on positive RoIs trained per image
+    norm: str = "none"  # none | gn: GroupNorm in the conv tower
     loss_weight: float = 1.0
 
 
@@ -118,8 +119,9 @@ class KeypointHeadConfig:
     deform: bool = False  # deformable 3x3 convs in the head ("RB+H")
     deform_modulated: bool = True
     offsets: bool = True  # predict 2K sub-cell offset maps (heatmap refinement)
-    loss: str = "mse"  # mse (paper: Gaussian target, sigmoid) or ce (Mask R-CNN spatial softmax)
-    sigma: float = 1.0  # Gaussian target std in heatmap cells (mse)
+    loss: str = "mse"  # mse (paper: Gaussian target, sigmoid), ce (Mask R-CNN spatial softmax) or ce_soft
+    norm: str = "none"  # none | gn: GroupNorm in the conv tower
+    sigma: float = 1.0  # Gaussian target std in heatmap cells (mse, ce_soft)
     offset_radius: float = 2.0  # offsets are trained on cells within this many cells of a keypoint
     max_rois_per_image: int = 128
     loss_weight: float = 1.0
@@ -403,8 +405,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name}={stages}: stages are 2..5 (res2..res5)")
     if not m.fpn.in_stages or sorted(m.fpn.in_stages) != m.fpn.in_stages:
         raise ConfigError(f"model.fpn.in_stages={m.fpn.in_stages} must be a non-empty increasing list, e.g. [3, 4, 5]")
-    if m.keypoint.loss not in ("mse", "ce"):
-        raise ConfigError(f"model.keypoint.loss={m.keypoint.loss!r}; choose mse or ce")
+    if m.keypoint.loss not in ("mse", "ce", "ce_soft"):
+        raise ConfigError(f"model.keypoint.loss={m.keypoint.loss!r}; choose mse, ce or ce_soft")
+    for key, norm in (("model.mask.norm", m.mask.norm), ("model.keypoint.norm", m.keypoint.norm)):
+        if norm not in ("none", "gn"):
+            raise ConfigError(f"{key}={norm!r}; choose none or gn")
     if m.keypoint.heatmap_size % 4 != 0:
         raise ConfigError(f"model.keypoint.heatmap_size={m.keypoint.heatmap_size} must be a multiple of 4")
     if m.roi.head_rois not in ("proposals", "gt_jitter"):

@@ -17,7 +17,7 @@ def random_rois_and_keypoints(n=64, k=17, seed=0):
 
 def round_trip_error_in_cells(codec, rois, kps):
     t = codec.encode(kps, rois)
-    heatmaps = t.heatmaps if codec.loss == "mse" else torch.nn.functional.one_hot(
+    heatmaps = t.heatmaps if codec.loss in ("mse", "ce_soft") else torch.nn.functional.one_hot(
         t.indices, codec.heatmap_size**2).float().view(*t.indices.shape, codec.heatmap_size, codec.heatmap_size)
     offsets = None if t.offsets is None else t.offsets.flatten(1, 2)  # (R, 2K, H, H)
     decoded = codec.decode(heatmaps, offsets, rois)
@@ -75,3 +75,32 @@ def test_sample_bilinear_matches_a_naive_loop():
                     w = max(0, 1 - abs(qx - px)) * max(0, 1 - abs(qy - py))
                     want[r, k] += w * maps[r, k, :, qy, qx]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_soft_ce_loss_is_lowest_at_its_gaussian_target_and_round_trips():
+    """ce_soft: the spatial-softmax cross-entropy against the normalised Gaussian is minimal (its
+    entropy) when the logits are the Gaussian's log, and the Gaussian's peak decodes exactly."""
+    from poseseg.modeling.keypoint_head import KeypointHead
+
+    rois, kps = random_rois_and_keypoints(n=8)
+    head = KeypointHead(in_channels=8, num_keypoints=17, num_convs=1, conv_dim=8, loss="ce_soft")
+    target = head.codec.encode(kps, rois).heatmaps  # (R, K, H, H) Gaussians
+    ideal = target.clamp(min=1e-30).log()
+    matched = [torch.arange(8)]
+    at_target = head.loss(ideal, None, [rois], matched, [kps])["loss_keypoint"]
+    shifted = head.loss(ideal.roll(3, dims=-1), None, [rois], matched, [kps])["loss_keypoint"]
+    flat = target.flatten(2) / target.flatten(2).sum(-1, keepdim=True)
+    entropy = -(flat * flat.clamp(min=1e-30).log()).sum(-1).mean()
+    assert at_target.item() == pytest.approx(entropy.item(), rel=1e-4) and shifted > at_target + 1.0
+    assert round_trip_error_in_cells(KeypointCodec(loss="ce_soft", use_offsets=True), rois, kps) < 0.05
+
+
+def test_group_norm_heads_have_a_norm_per_conv():
+    from poseseg.modeling.conv_tower import ConvTower
+
+    tower = ConvTower(in_channels=16, dim=64, num_convs=3, norm="gn")
+    assert len(tower.norms) == 3 and tower.norms[0].num_groups == 32
+    out = tower(torch.randn(2, 16, 7, 7))
+    assert out.shape == (2, 64, 7, 7) and (out >= 0).all()
+    with pytest.raises(ValueError, match="gn"):
+        ConvTower(in_channels=16, dim=64, num_convs=1, norm="bn")

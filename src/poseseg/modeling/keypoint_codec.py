@@ -34,7 +34,8 @@ class DecodedKeypoints:
 @dataclass(frozen=True)
 class KeypointCodec:
     heatmap_size: int = 56
-    loss: str = "mse"  # mse: Gaussian targets, sigmoid scores; ce: one-hot cell, spatial softmax
+    loss: str = "mse"  # mse: Gaussian targets, sigmoid scores; ce: one-hot cell, spatial softmax;
+    # ce_soft: spatial softmax against the normalised Gaussian (denser signal early in training)
     sigma: float = 1.0  # Gaussian std in cells
     offset_radius: float = 2.0  # offsets are trained on cells whose centre is this close (cells)
     use_offsets: bool = True
@@ -60,7 +61,7 @@ class KeypointCodec:
         cell_ij = uv.floor().long().clamp(0, size - 1)
         indices = cell_ij[..., 1] * size + cell_ij[..., 0]  # (R, K)
         heatmaps = None
-        if self.loss == "mse":
+        if self.loss in ("mse", "ce_soft"):
             heatmaps = torch.exp(-dist2 / (2 * self.sigma**2)) * valid[..., None, None]
         offsets = weights = None
         if self.use_offsets:

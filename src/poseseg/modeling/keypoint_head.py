@@ -21,14 +21,14 @@ MSE_SCALE = 20.0
 class KeypointHead(nn.Module):
     def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int, conv_dim: int,
                  heatmap_size: int = 56, offsets: bool = True, loss: str = "mse", sigma: float = 1.0,
-                 offset_radius: float = 2.0, deform: bool = False, deform_modulated: bool = True):
+                 offset_radius: float = 2.0, deform: bool = False, deform_modulated: bool = True, norm: str = "none"):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.heatmap_size = heatmap_size
         self.codec = KeypointCodec(heatmap_size=heatmap_size, loss=loss, sigma=sigma,
                                    offset_radius=offset_radius, use_offsets=offsets)
         self.tower = ConvTower(in_channels=in_channels, dim=conv_dim, num_convs=num_convs, deformable=deform,
-                               modulated=deform_modulated)
+                               modulated=deform_modulated, norm=norm)
         dim = self.tower.out_channels
         self.heatmap_deconv = nn.ConvTranspose2d(dim, num_keypoints, 4, stride=2, padding=1)
         nn.init.kaiming_normal_(self.heatmap_deconv.weight, mode="fan_out", nonlinearity="relu")
@@ -70,7 +70,11 @@ class KeypointHead(nn.Module):
             losses["loss_keypoint"] = sq_err.mean() / MSE_SCALE
         elif targets.valid.any():
             logits = heatmaps.flatten(2)[targets.valid]  # (V, H*H)
-            losses["loss_keypoint"] = F.cross_entropy(logits, targets.indices[targets.valid])
+            if self.codec.loss == "ce_soft":  # cross-entropy against the normalised Gaussian around the keypoint
+                soft = targets.heatmaps.flatten(2)[targets.valid]  # (V, H*H)
+                losses["loss_keypoint"] = F.cross_entropy(logits, soft / soft.sum(dim=1, keepdim=True))
+            else:
+                losses["loss_keypoint"] = F.cross_entropy(logits, targets.indices[targets.valid])
         if offsets is not None and targets.offset_weights.any():
             num_rois, num_kps, size, _ = heatmaps.shape
             pred = offsets.view(num_rois, num_kps, 2, size, size).permute(0, 1, 3, 4, 2)  # (R, K, H, H, 2)

@@ -12,9 +12,9 @@ from poseseg.modeling.conv_tower import ConvTower, zero_loss
 class MaskHead(nn.Module):
     loss_names = ("loss_mask",)
 
-    def __init__(self, *, in_channels: int, num_convs: int, conv_dim: int, num_classes: int):
+    def __init__(self, *, in_channels: int, num_convs: int, conv_dim: int, num_classes: int, norm: str = "none"):
         super().__init__()
-        self.tower = ConvTower(in_channels=in_channels, dim=conv_dim, num_convs=num_convs)
+        self.tower = ConvTower(in_channels=in_channels, dim=conv_dim, num_convs=num_convs, norm=norm)
         self.deconv = nn.ConvTranspose2d(self.tower.out_channels, conv_dim, 2, stride=2)
         self.predictor = nn.Conv2d(conv_dim, num_classes, 1)
         nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")

@@ -299,14 +299,14 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
     if "mask" in m.heads:
         parts["mask_pooler"] = pooler("mask", m.mask.pooled_size)
         parts["mask_head"] = MaskHead(in_channels=m.fpn.channels, num_convs=m.mask.num_convs,
-                                      conv_dim=m.mask.conv_dim, num_classes=m.num_classes)
+                                      conv_dim=m.mask.conv_dim, num_classes=m.num_classes, norm=m.mask.norm)
     if "keypoint" in m.heads:
         k = m.keypoint
         parts["keypoint_pooler"] = pooler("keypoint", k.pooled_size)
         parts["keypoint_head"] = KeypointHead(
             in_channels=m.fpn.channels, num_keypoints=k.num_keypoints, num_convs=k.num_convs, conv_dim=k.conv_dim,
             heatmap_size=k.heatmap_size, offsets=k.offsets, loss=k.loss, sigma=k.sigma,
-            offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated)
+            offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated, norm=k.norm)
     loss_weights = {"loss_rpn_objectness": r.loss_weight, "loss_rpn_box": r.loss_weight,
                     "loss_box_cls": m.box.loss_weight, "loss_box_reg": m.box.loss_weight,
                     "loss_mask": m.mask.loss_weight, "loss_keypoint": m.keypoint.loss_weight,
