@@ -99,7 +99,8 @@ def _default_eval_dir(weights: str) -> Path:
 def cmd_synth(args: argparse.Namespace) -> int:
     from poseseg.data.synth import main_synth
 
-    main_synth(args.out, args.train, args.val, args.seed, args.size, workers=args.workers)
+    main_synth(args.out, args.train, args.val, args.seed, args.size, workers=args.workers,
+               people_scale=args.people_scale, pose_spread=args.pose_spread)
     return 0
 
 
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=320, help="image side in pixels")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (same files for any count)")
+    p.add_argument("--people-scale", type=float, default=1.0, help="multiply every person's height (1: the default mix)")
+    p.add_argument("--pose-spread", type=float, default=1.0, help="multiply every joint angle (1: the default poses)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("check-data", help="validate a COCO dataset and print a summary")

@@ -210,3 +210,22 @@ def test_front_and_back_views_look_different():
     lighter = [torso_brightness("front", s) > 160 and torso_brightness("front", s) - torso_brightness("back", s) > 40
                for s in range(10)]
     assert sum(lighter) >= 7, lighter
+
+
+def test_people_scale_and_pose_spread_change_sizes_and_poses():
+    from poseseg.data.synth_figure import render_person
+
+    def heights(**kw):
+        return np.median([p["height"] for i in range(12) for p in render_image(np.random.default_rng(i), 320, **kw)[1]])
+
+    def limb_angle(spread):  # mean angle of the forearms and shins from hanging straight down
+        angles = []
+        for i in range(40):
+            kp = render_person(np.random.default_rng(i), 150.0, (200.0, 200.0), pose_spread=spread).keypoints
+            for a, b in ((7, 9), (8, 10), (13, 15), (14, 16)):
+                d = kp[b] - kp[a]
+                angles.append(abs(np.arctan2(d[0], d[1])))
+        return np.mean(angles)
+
+    assert heights(people_scale=1.5) > 1.3 * heights()
+    assert limb_angle(1.6) > 1.2 * limb_angle(1.0)

@@ -140,20 +140,24 @@ def _sample_people_heights(rng: np.random.Generator, n: int, short: int) -> list
 
 
 def render_image(rng: np.random.Generator | int, size=(320, 320), *, max_people: int = 5,
-                 max_distractors: int = 4, p_occluder: float = 0.25) -> tuple[np.ndarray, list[dict]]:
+                 max_distractors: int = 4, p_occluder: float = 0.25, people_scale: float = 1.0,
+                 pose_spread: float = 1.0) -> tuple[np.ndarray, list[dict]]:
     """One synthetic picture and its people.
 
     Returns (image HxWx3 uint8, people), each person a dict with ``mask`` (HxW bool, the
     visible region), ``full_mask`` (HxW bool, the whole figure clipped to the image, including
     parts hidden behind things in front), ``keypoints`` (17, 3) float32 (x, y, v), ``bbox``
     [x, y, w, h] (tight box of ``mask``), ``area`` (mask pixels), ``view`` and ``height``.
-    ``size`` is (w, h), an int, or ((w_lo, w_hi), (h_lo, h_hi)).
+    ``size`` is (w, h), an int, or ((w_lo, w_hi), (h_lo, h_hi)). ``people_scale`` multiplies every
+    person's height and ``pose_spread`` every joint angle (1, 1: the default mix; other values draw
+    people of other sizes and poses, to test a model on what it was not tuned on).
     """
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     w, h = _sample_size(rng, size)
     short = min(w, h)
     for _attempt in range(8):
-        img, people = _render_once(rng, w, h, short, max_people, max_distractors, p_occluder)
+        img, people = _render_once(rng, w, h, short, max_people, max_distractors, p_occluder, people_scale,
+                                   pose_spread)
         if people:
             break
     return img, people
@@ -163,19 +167,19 @@ def _paste(img: Image.Image, layer: Layer) -> None:
     img.paste(Image.fromarray(layer.rgb), (layer.x0, layer.y0), Image.fromarray(layer.mask))
 
 
-def _render_once(rng, w, h, short, max_people, max_distractors, p_occluder):
+def _render_once(rng, w, h, short, max_people, max_distractors, p_occluder, people_scale=1.0, pose_spread=1.0):
     img = make_background(rng, w, h)
     for _ in range(int(rng.integers(0, max_distractors + 1))):
         _paste(img, render_distractor(rng, short * float(np.exp(rng.uniform(np.log(0.1), np.log(0.6)))),
                                       (rng.uniform(0, w), rng.uniform(0, h))))
 
     n = 1 + pick(rng, _count_probs(max_people))
-    heights = _sample_people_heights(rng, n, short)
+    heights = [people_scale * hf for hf in _sample_people_heights(rng, n, short)]
     layers, depth = [], []
     for hf in heights:
         px = rng.uniform(-0.05, 1.05) * w
         py = rng.uniform(0.05, 0.95) * h if hf < 0.9 * h else rng.uniform(0.3, 0.7) * h
-        layers.append(render_person(rng, hf, (px, py)))
+        layers.append(render_person(rng, hf, (px, py), pose_spread=pose_spread))
         depth.append(py + 0.5 * hf + rng.normal(0, 0.08 * h))
     if rng.random() < p_occluder:
         d = render_distractor(rng, short * rng.uniform(0.15, 0.5), (rng.uniform(0, w), rng.uniform(0, h)))
@@ -304,7 +308,8 @@ def _write_split(out_dir: str, split: str, num: int, seed: int, image_size, work
 
 def generate_dataset(out_dir: str | os.PathLike, *, num_train: int, num_val: int, seed: int = 0,
                      image_size=(320, 320), workers: int = 1, max_people: int = 5,
-                     max_distractors: int = 4, p_occluder: float = 0.25) -> dict:
+                     max_distractors: int = 4, p_occluder: float = 0.25, people_scale: float = 1.0,
+                     pose_spread: float = 1.0) -> dict:
     """Write a COCO-format synthetic people dataset.
 
     Layout: ``out_dir/train/000001.jpg ...``, ``out_dir/train.json``, ``out_dir/val/...``,
@@ -315,16 +320,22 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int, num_val: int
     """
     out_dir = str(Path(out_dir))
     os.makedirs(out_dir, exist_ok=True)
-    kwargs = {"max_people": max_people, "max_distractors": max_distractors, "p_occluder": p_occluder}
+    kwargs = {"max_people": max_people, "max_distractors": max_distractors, "p_occluder": p_occluder,
+              "people_scale": people_scale, "pose_spread": pose_spread}
     result = {"root": out_dir}
     for split, num in (("train", num_train), ("val", num_val)):
         result[split] = _write_split(out_dir, split, int(num), seed, image_size, workers, kwargs)
     return result
 
 
-def main_synth(out: str, train: int = 200, val: int = 50, seed: int = 0, size=320, workers: int = 1) -> dict:
+def main_synth(out: str, train: int = 200, val: int = 50, seed: int = 0, size=320, workers: int = 1,
+               people_scale: float = 1.0, pose_spread: float = 1.0) -> dict:
     """CLI helper: generate and print a one-line summary per split."""
-    info = generate_dataset(out, num_train=train, num_val=val, seed=seed, image_size=size, workers=workers)
+    if people_scale <= 0 or pose_spread < 0:
+        raise ValueError(f"--people-scale {people_scale} must be > 0 and --pose-spread {pose_spread} >= 0 "
+                         "(1 and 1 draw the default mix)")
+    info = generate_dataset(out, num_train=train, num_val=val, seed=seed, image_size=size, workers=workers,
+                            people_scale=people_scale, pose_spread=pose_spread)
     for split in ("train", "val"):
         s = info[split]
         print(f"{split}: {s['images']} images, {s['annotations']} people "

@@ -79,8 +79,13 @@ def _foreshorten(rng: np.random.Generator, p_short: float) -> float:
     return rng.uniform(0.4, 0.75) if rng.random() < p_short else rng.uniform(0.8, 1.0)
 
 
-def render_person(rng: np.random.Generator, height: float, pelvis_xy, view: str | None = None) -> Layer:
-    """One articulated person of about ``height`` pixels (head top to feet), pelvis at pelvis_xy."""
+def render_person(rng: np.random.Generator, height: float, pelvis_xy, view: str | None = None, *,
+                  pose_spread: float = 1.0) -> Layer:
+    """One articulated person of about ``height`` pixels (head top to feet), pelvis at pelvis_xy.
+
+    ``pose_spread`` scales every sampled joint angle and the body's rotation (1: the default
+    poses; 1.5: wider, rarer poses, e.g. to test a model on poses it was not tuned on).
+    """
     H = float(height)
     view = view or ("front" if rng.random() < 0.55 else "back")
     s = 1.0 if view == "front" else -1.0  # image-x sign of the person's left side
@@ -121,18 +126,18 @@ def render_person(rng: np.random.Generator, height: float, pelvis_xy, view: str 
     kp[11] = (s * hw, 0.0)
     kp[12] = (-s * hw, 0.0)
     for side, (shi, eli, wri) in ((s, (5, 7, 9)), (-s, (6, 8, 10))):
-        a, d = _arm_angles(rng)
+        a, d = np.multiply(_arm_angles(rng), pose_spread)
         d1 = np.array([side * np.sin(a), np.cos(a)])
         d2 = np.array([side * np.sin(a + d), np.cos(a + d)])
         kp[eli] = kp[shi] + ua * _foreshorten(rng, 0.15) * d1
         kp[wri] = kp[eli] + fa * _foreshorten(rng, 0.15) * d2
     for side, (hii, kni, ani) in ((s, (11, 13, 15)), (-s, (12, 14, 16))):
-        a, d = _leg_angles(rng)
+        a, d = np.multiply(_leg_angles(rng), pose_spread)
         d1 = np.array([side * np.sin(a), np.cos(a)])
         d2 = np.array([side * np.sin(a + d), np.cos(a + d)])
         kp[kni] = kp[hii] + th * _foreshorten(rng, 0.1) * d1
         kp[ani] = kp[kni] + sh * _foreshorten(rng, 0.08) * d2
-    tilt = rng.normal(0, 0.14)
+    tilt = rng.normal(0, 0.14) * pose_spread
     neck_base = np.array([0.0, -T])
     up = np.array([np.sin(tilt), -np.cos(tilt)])
     head_c = neck_base + up * (neck + 0.9 * ry)
@@ -228,7 +233,7 @@ def render_person(rng: np.random.Generator, height: float, pelvis_xy, view: str 
                              [-0.9 * rx, -1.05 * ry]]))
 
     # --- place in the image: whole-body rotation about the pelvis
-    ang = rng.normal(0, 0.1) if rng.random() < 0.85 else rng.uniform(-0.8, 0.8)
+    ang = (rng.normal(0, 0.1) if rng.random() < 0.85 else rng.uniform(-0.8, 0.8)) * pose_spread
     P.transform(ang, pelvis_xy)
     kp_img = np.round(rot(kp, ang) + pelvis_xy, 2)
     ensure = [(kp_img[k, 0], kp_img[k, 1], pid[k]) for k in range(17)]
