@@ -21,3 +21,17 @@ def test_demo_end_to_end_then_resume(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "using the synthetic dataset" in out and "resuming" in out
     assert not (tmp_path / "runs" / "demo2").exists()
+
+
+def test_demo_data_of_another_version_or_seed_is_made_anew(tmp_path, capsys):
+    from poseseg.data.synth import SYNTH_VERSION
+    from poseseg.demo import ensure_dataset
+
+    root = tmp_path / "synth"
+    ensure_dataset(root, num_train=2, num_val=1, seed=0, size=96)
+    assert json.loads((root / "val.json").read_text())["info"]["version"] == SYNTH_VERSION
+    ensure_dataset(root, num_train=2, num_val=1, seed=0, size=96)
+    assert "using the synthetic dataset" in capsys.readouterr().out
+    ensure_dataset(root, num_train=2, num_val=1, seed=1, size=96)
+    assert "making version" in capsys.readouterr().out
+    assert json.loads((root / "val.json").read_text())["info"]["seed"] == 1

@@ -156,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from poseseg.demo import run_demo
 
-    run_demo(minutes=args.minutes, out=args.out, data_dir=args.data_dir, resume=args.resume,
+    run_demo(minutes=args.minutes, out=args.out, data_dir=args.data_dir, seed=args.seed, resume=args.resume,
              overrides=list(args.overrides), num_train=args.train_images, num_val=args.val_images)
     return 0
 
@@ -251,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
     p.add_argument("--minutes", type=float, default=9.0, help="total time budget, data generation included")
     p.add_argument("--out", default="runs/demo", help="run folder (auto-numbered if it exists)")
-    p.add_argument("--data-dir", default="data/synth", help="where the synthetic dataset lives / is made")
+    p.add_argument("--data-dir", help="where the synthetic dataset lives / is made (default data/synth, "
+                   "data/synth-seedS for --seed S)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--train-images", type=int, default=600, help="synthetic training images to generate")
     p.add_argument("--val-images", type=int, default=60, help="synthetic validation images to generate")

@@ -24,12 +24,16 @@ README_ITERATIONS = 600
 
 
 def ensure_dataset(data_dir: Path, *, num_train: int, num_val: int, seed: int = 0, size: int = 320) -> Path:
-    """The synthetic dataset in ``data_dir``, generated only when missing."""
-    from poseseg.data.synth import main_synth
+    """The synthetic dataset in ``data_dir``, generated when missing or made by another version or seed."""
+    from poseseg.data.synth import SYNTH_VERSION, main_synth
 
     if (data_dir / "train.json").exists() and (data_dir / "val.json").exists():
-        print(f"using the synthetic dataset in {data_dir}")
-        return data_dir
+        info = json.loads((data_dir / "val.json").read_text()).get("info", {})
+        if info.get("version") == SYNTH_VERSION and info.get("seed") == seed:
+            print(f"using the synthetic dataset in {data_dir}")
+            return data_dir
+        print(f"{data_dir} holds synthetic data of version {info.get('version')} seed {info.get('seed')}: "
+              f"making version {SYNTH_VERSION} seed {seed} instead")
     print(f"generating {num_train} + {num_val} synthetic images into {data_dir} ...")
     main_synth(str(data_dir), num_train, num_val, seed, size, workers=2)
     return data_dir
@@ -99,14 +103,16 @@ def verdict(metrics: dict | None, iterations: int) -> list[str]:
     return lines
 
 
-def run_demo(*, minutes: float = 9.0, out: str | Path = "runs/demo", data_dir: str | Path = "data/synth",
+def run_demo(*, minutes: float = 9.0, out: str | Path = "runs/demo", data_dir: str | Path | None = None, seed: int = 0,
              resume: bool = False, overrides: list[str] | None = None, num_train: int = DEMO_TRAIN_IMAGES,
              num_val: int = DEMO_VAL_IMAGES) -> dict:
     from poseseg.engine.train import config_for_resume, train
 
     start = time.perf_counter()
-    out, data_dir = Path(out), Path(data_dir)
-    ensure_dataset(data_dir, num_train=num_train, num_val=num_val)
+    out = Path(out)
+    data_dir = Path(data_dir or ("data/synth" if seed == 0 else f"data/synth-seed{seed}"))
+    ensure_dataset(data_dir, num_train=num_train, num_val=num_val, seed=seed)
+    overrides = [f"train.seed={seed}", *(overrides or [])]
     previous = ckpt.latest_checkpoint(out) if resume else None
     if previous is not None:
         print(f"resuming {previous}")
@@ -115,7 +121,7 @@ def run_demo(*, minutes: float = 9.0, out: str | Path = "runs/demo", data_dir: s
         train_seconds = max(minutes * 60 - (time.perf_counter() - start) - EVAL_RESERVE_S, 5.0)
         print(f"training tiny for {train_seconds / 60:.1f} minutes (the rest of the {minutes:g}-minute budget "
               "goes to data and evaluation)")
-        result = train(demo_config(data_dir, out, train_seconds / 60, overrides or []))
+        result = train(demo_config(data_dir, out, train_seconds / 60, overrides))
     run_dir = result.run_dir
     overlays, _ = draw_overlays(result.final_checkpoint, data_dir, run_dir / "overlays")
     print(f"\ncheckpoint {result.final_checkpoint}\nmetrics   {run_dir / 'metrics.json'}\n"
