@@ -50,10 +50,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _latest_run(output_dir: str) -> str:
+    from poseseg.engine.checkpoint import list_checkpoints
+
     root = Path(output_dir)
-    runs = sorted((p for p in root.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    runs = sorted((p for p in root.glob("*") if p.is_dir() and list_checkpoints(p)),  # failed starts have none
+                  key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     if not runs:
-        raise FileNotFoundError(f"--resume: no run folder under {root}; give the run folder or checkpoint path")
+        raise FileNotFoundError(f"--resume: no run folder with a checkpoint under {root}; give the run folder or "
+                                "checkpoint path")
     return str(runs[-1])
 
 
@@ -75,9 +79,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 max_image_pixels=cfg.data.max_image_pixels, on_bad_image="raise", load_masks=False,
                                 oks_sigmas=sigmas, require_sigmas=model.keypoint_head is not None,
                                 num_keypoints=model.keypoint_head.num_keypoints if model.keypoint_head else None)
-    out_dir = Path(args.out) if args.out else _default_eval_dir(args.weights)
+    out_dir = _eval_dir(args.out, args.weights) if dist.is_main() else None
     metrics = evaluate(model, dataset, device=device, out_dir=out_dir, batch_size=args.batch_size or cfg.eval.batch_size,
-                       sigmas=sigmas, progress=sys.stderr.isatty())
+                       sigmas=sigmas, progress=sys.stderr.isatty(), backend=args.backend)
     if dist.is_main():
         print(format_metrics(metrics))
         print(f"results and metrics.json in {out_dir}")
@@ -86,10 +90,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_eval_dir(weights: str) -> Path:
-    from poseseg.engine.run_log import new_run_dir
+def _eval_dir(out: str | None, weights: str) -> Path:
+    from poseseg.engine.run_log import output_dir
 
-    return new_run_dir("runs/eval", Path(weights).stem)
+    return output_dir(out, "runs/eval", Path(weights).stem)  # an existing --out is numbered, never overwritten
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -201,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    p.add_argument("--backend", default="auto", choices=["auto", "faster-coco-eval", "pycocotools"],
+                   help="COCO evaluator (auto: faster-coco-eval when installed)")
     _add_config_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -258,8 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """argparse, except that ``key=value`` overrides may stand anywhere, between flags too."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:

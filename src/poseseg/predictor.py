@@ -55,6 +55,9 @@ def to_tensor_image(image) -> torch.Tensor:
     elif isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"an image array must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"the image array is empty (shape {image.shape}): nothing to predict on; give an "
+                             "HxWx3 array with H, W >= 1")
         array = image
     else:
         raise TypeError(f"cannot read an image from {type(image).__name__}: give a path, a PIL image or an "
