@@ -148,7 +148,7 @@ class DataConfig:
     val_images: str = ""
     category: str = "person"  # category name or id
     keep_empty: bool = True  # keep images without people as negatives
-    oks_sigmas: list[float] = field(default_factory=list)  # required for non-COCO-17 schemas
+    oks_sigmas: list[float] | str = field(default_factory=list)  # K values, or a named set: coco, crowdpose
     flip_pairs: list[list[int]] = field(default_factory=list)  # empty: derived from left_/right_ names
     train_sizes: list[int] = field(default_factory=lambda: [640, 672, 704, 736, 768, 800])
     max_size: int = 1333
@@ -408,6 +408,13 @@ def validate_ranges(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type check cannot express."""
     validate_ranges(cfg)
+    if isinstance(cfg.data.oks_sigmas, str):  # a named set -> its values (what config.yaml then records)
+        from poseseg.data.schema import named_sigmas
+
+        try:
+            cfg.data.oks_sigmas = named_sigmas(cfg.data.oks_sigmas)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     m = cfg.model
     unknown = [h for h in m.heads if h not in ("box", "mask", "keypoint")]
     if unknown:

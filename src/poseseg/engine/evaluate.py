@@ -33,11 +33,19 @@ def prediction_to_coco(pred: dict, image_id: int, category_id: int, mask_thresh:
     boxes = np.asarray(_np(pred["boxes"]), dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(_np(pred["scores"]), dtype=np.float64).reshape(-1)
     out: dict[str, list] = {"bbox": [], "segm": [], "keypoints": []}
+    pasted = None
+    if "roi_masks" in pred:  # RoI masks + the image size: paste box by box, no full-size float mask
+        from poseseg.modeling.mask_paste import box_mask_to_rle, paste_in_boxes
+
+        image_hw = tuple(int(v) for v in pred["image_hw"])
+        pasted = paste_in_boxes(torch.as_tensor(pred["roi_masks"]), torch.as_tensor(boxes), image_hw)
     for i, (box, score) in enumerate(zip(boxes, scores)):
         x1, y1, x2, y2 = box.tolist()
         base = {"image_id": int(image_id), "category_id": int(category_id), "score": float(score)}
         out["bbox"].append({**base, "bbox": [x1, y1, x2 - x1, y2 - y1]})
-        if "masks" in pred:
+        if pasted is not None:
+            out["segm"].append({**base, "segmentation": box_mask_to_rle(pasted[i], image_hw, mask_thresh)})
+        elif "masks" in pred:
             m = _np(pred["masks"])[i]
             m = m[0] if m.ndim == 3 else m
             binary = np.asfortranarray((m > mask_thresh) if m.dtype != bool else m, dtype=np.uint8)
@@ -161,8 +169,15 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
                 raise ImageReadError(e.path, f"{e.reason} (evaluation needs every image; fix or remove it "
                                              "from the JSON)") from None
         images = [img.to(device) for img, _ in batch]
-        preds = model(images)
-        out.extend((int(t["image_id"]), {k: v.cpu() for k, v in p.items()}) for (_, t), p in zip(batch, preds))
+        model.masks_in_boxes = True  # masks stay per box until they are RLE-encoded
+        try:
+            preds = model(images)
+        finally:
+            model.masks_in_boxes = False
+        for (img, t), p in zip(batch, preds):
+            p = {k: v.cpu() for k, v in p.items()}
+            p["image_hw"] = torch.tensor(img.shape[-2:])
+            out.append((int(t["image_id"]), p))
     return out
 
 
