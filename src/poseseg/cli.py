@@ -115,6 +115,15 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_convert_data(args: argparse.Namespace) -> int:
+    from poseseg.data.convert import convert
+
+    path, notes = convert(args.format, args.source, args.out, category=args.category, split=args.split,
+                          images=args.images, segments=args.segments)
+    print("\n".join([*notes, f"wrote {path}"]))
+    return 0
+
+
 def cmd_show_data(args: argparse.Namespace) -> int:
     from poseseg.data.coco import CocoPeopleDataset
     from poseseg.visualize import draw_ground_truth
@@ -225,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="do not open every image")
     _add_config_args(p)
     p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("convert-data", help="CVAT / Label Studio / YOLO-pose exports -> COCO JSON (and COCO -> YOLO-pose)")
+    p.add_argument("format", choices=["cvat-coco", "cvat-xml", "label-studio", "yolo-pose", "to-yolo-pose"])
+    p.add_argument("source", help="the export: JSON, XML, or the YOLO dataset YAML (a COCO JSON for to-yolo-pose)")
+    p.add_argument("--out", required=True, help="COCO JSON to write (a dataset folder for to-yolo-pose)")
+    p.add_argument("--category", default="person", help="the person label / skeleton name in the export")
+    p.add_argument("--split", default="train", help="YOLO split to read or write")
+    p.add_argument("--images", help="to-yolo-pose: the image folder of the COCO JSON")
+    p.add_argument("--segments", help="yolo-pose: a YOLO segment label folder with the people's polygons")
+    p.set_defaults(func=cmd_convert_data, overrides=[])
 
     p = sub.add_parser("show-data", help="draw the ground truth (boxes, masks, skeletons) of a few images")
     p.add_argument("--data", required=True, help="COCO JSON")
