@@ -45,7 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config or "tiny", overrides)
     result = train(cfg, resume=resume)
-    print(f"done: {result.iterations} iterations; weights {result.final_checkpoint}")
+    skipped = f" ({result.skipped_steps} skipped: non-finite)" if result.skipped_steps else ""
+    print(f"done: {result.iterations} iterations{skipped}; weights {result.final_checkpoint}")
     return 0
 
 
