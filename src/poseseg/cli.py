@@ -45,15 +45,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config or "tiny", overrides)
     result = train(cfg, resume=resume)
-    print(f"done: {result.iterations} iterations; weights {result.final_checkpoint}")
+    skipped = f" ({result.skipped_steps} skipped: non-finite)" if result.skipped_steps else ""
+    print(f"done: {result.iterations} iterations{skipped}; weights {result.final_checkpoint}")
     return 0
 
 
 def _latest_run(output_dir: str) -> str:
+    from poseseg.engine.checkpoint import list_checkpoints
+
     root = Path(output_dir)
-    runs = sorted((p for p in root.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    runs = sorted((p for p in root.glob("*") if p.is_dir() and list_checkpoints(p)),  # failed starts have none
+                  key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     if not runs:
-        raise FileNotFoundError(f"--resume: no run folder under {root}; give the run folder or checkpoint path")
+        raise FileNotFoundError(f"--resume: no run folder with a checkpoint under {root}; give the run folder or "
+                                "checkpoint path")
     return str(runs[-1])
 
 
@@ -75,9 +80,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 max_image_pixels=cfg.data.max_image_pixels, on_bad_image="raise", load_masks=False,
                                 oks_sigmas=sigmas, require_sigmas=model.keypoint_head is not None,
                                 num_keypoints=model.keypoint_head.num_keypoints if model.keypoint_head else None)
-    out_dir = Path(args.out) if args.out else _default_eval_dir(args.weights)
+    out_dir = _eval_dir(args.out, args.weights) if dist.is_main() else None
     metrics = evaluate(model, dataset, device=device, out_dir=out_dir, batch_size=args.batch_size or cfg.eval.batch_size,
-                       sigmas=sigmas, progress=sys.stderr.isatty())
+                       sigmas=sigmas, progress=sys.stderr.isatty(), backend=args.backend)
     if dist.is_main():
         print(format_metrics(metrics))
         print(f"results and metrics.json in {out_dir}")
@@ -90,10 +95,10 @@ def _test_flip(args: argparse.Namespace) -> list[str]:
     return ["model.test_flip=true"] if args.test_flip else []
 
 
-def _default_eval_dir(weights: str) -> Path:
-    from poseseg.engine.run_log import new_run_dir
+def _eval_dir(out: str | None, weights: str) -> Path:
+    from poseseg.engine.run_log import output_dir
 
-    return new_run_dir("runs/eval", Path(weights).stem)
+    return output_dir(out, "runs/eval", Path(weights).stem)  # an existing --out is numbered, never overwritten
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -114,6 +119,15 @@ def cmd_check_data(args: argparse.Namespace) -> int:
                                oks_sigmas=cfg.data.oks_sigmas or None)
     print(format_report(report))
     return 0 if report["ok"] else 1
+
+
+def cmd_convert_data(args: argparse.Namespace) -> int:
+    from poseseg.data.convert import convert
+
+    path, notes = convert(args.format, args.source, args.out, category=args.category, split=args.split,
+                          images=args.images, segments=args.segments)
+    print("\n".join([*notes, f"wrote {path}"]))
+    return 0
 
 
 def cmd_show_data(args: argparse.Namespace) -> int:
@@ -207,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     p.add_argument("--test-flip", action="store_true", help="flip test-time augmentation (model.test_flip)")
+    p.add_argument("--backend", default="auto", choices=["auto", "faster-coco-eval", "pycocotools"],
+                   help="COCO evaluator (auto: faster-coco-eval when installed)")
     _add_config_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -227,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="do not open every image")
     _add_config_args(p)
     p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("convert-data", help="CVAT / Label Studio / YOLO-pose exports -> COCO JSON (and COCO -> YOLO-pose)")
+    p.add_argument("format", choices=["cvat-coco", "cvat-xml", "label-studio", "yolo-pose", "to-yolo-pose"])
+    p.add_argument("source", help="the export: JSON, XML, or the YOLO dataset YAML (a COCO JSON for to-yolo-pose)")
+    p.add_argument("--out", required=True, help="COCO JSON to write (a dataset folder for to-yolo-pose)")
+    p.add_argument("--category", default="person", help="the person label / skeleton name in the export")
+    p.add_argument("--split", default="train", help="YOLO split to read or write")
+    p.add_argument("--images", help="to-yolo-pose: the image folder of the COCO JSON")
+    p.add_argument("--segments", help="yolo-pose: a YOLO segment label folder with the people's polygons")
+    p.set_defaults(func=cmd_convert_data, overrides=[])
 
     p = sub.add_parser("show-data", help="draw the ground truth (boxes, masks, skeletons) of a few images")
     p.add_argument("--data", required=True, help="COCO JSON")
@@ -269,8 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """argparse, except that ``key=value`` overrides may stand anywhere, between flags too."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:

@@ -154,7 +154,7 @@ class DataConfig:
     val_images: str = ""
     category: str = "person"  # category name or id
     keep_empty: bool = True  # keep images without people as negatives
-    oks_sigmas: list[float] = field(default_factory=list)  # required for non-COCO-17 schemas
+    oks_sigmas: list[float] | str = field(default_factory=list)  # K values, or a named set: coco, crowdpose
     flip_pairs: list[list[int]] = field(default_factory=list)  # empty: derived from left_/right_ names
     train_sizes: list[int] = field(default_factory=lambda: [640, 672, 704, 736, 768, 800])
     max_size: int = 1333
@@ -187,6 +187,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA
     freeze: str = "none"  # none | deform_only | backbone | trunk (see engine/optim.py FREEZE_MODES)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    max_skipped_steps: int = 20  # with nonfinite=skip, more skipped steps than this stop the run (0: no limit)
     time_limit_minutes: float = 0.0  # stop training after this long (0: off), or the budget of schedule=time
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
@@ -388,8 +389,56 @@ def _validate_schedule(t: TrainConfig) -> None:
             raise ConfigError(f"{key}={value}: a fraction of the run, in [0, 1)")
 
 
+# key -> (test, what the value must be); checked by validate_ranges with the key as the user writes it
+_RANGES: dict[str, tuple[Any, str]] = {
+    "train.iters": (lambda v: v >= 1, "at least 1"),
+    "train.batch_size": (lambda v: v >= 1, "at least 1 image per process"),
+    "train.base_lr": (lambda v: 0 < v < float("inf"), "a positive number (e.g. 0.02)"),
+    "train.lr_reference_batch": (lambda v: v >= 1, "at least 1"),
+    "train.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.lr_gamma": (lambda v: v > 0, "> 0"),
+    "train.warmup_iters": (lambda v: v >= 0, ">= 0"),
+    "train.warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "train.clip_grad_norm": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "train.checkpoint_every": (lambda v: v >= 1, "at least 1"),
+    "train.keep_checkpoints": (lambda v: v >= 0, ">= 0 (0: keep all)"),
+    "train.eval_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "train.log_every": (lambda v: v >= 1, "at least 1"),
+    "train.max_skipped_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),
+    "eval.batch_size": (lambda v: v >= 1, "at least 1"),
+    "eval.score_thresh": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "data.flip_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "data.color_jitter": (lambda v: v >= 0, ">= 0"),
+    "data.max_size": (lambda v: v >= 1, "at least 1"),
+    "data.train_sizes": (lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list of sizes >= 1"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0"),
+    "data.max_image_pixels": (lambda v: v >= 1, "at least 1"),
+    "model.input.test_size": (lambda v: v >= 1, "at least 1"),
+    "model.input.max_size": (lambda v: v >= 1, "at least 1"),
+}
+
+
+def validate_ranges(cfg: Config) -> None:
+    """Numbers that type-check but train nothing (a negative lr, ``--iters -5``, ``--batch-size 0``)."""
+    for key, (ok, what) in _RANGES.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r}: must be {what}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type check cannot express."""
+    validate_ranges(cfg)
+    if isinstance(cfg.data.oks_sigmas, str):  # a named set -> its values (what config.yaml then records)
+        from poseseg.data.schema import named_sigmas
+
+        try:
+            cfg.data.oks_sigmas = named_sigmas(cfg.data.oks_sigmas)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     m = cfg.model
     unknown = [h for h in m.heads if h not in ("box", "mask", "keypoint")]
     if unknown:

@@ -50,12 +50,11 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
                 overrides: list[str] | None = None) -> PredictReport:
     from tqdm import tqdm
 
-    from poseseg.engine.run_log import new_run_dir
+    from poseseg.engine.run_log import output_dir
     from poseseg.predictor import Predictor
 
     predictor = Predictor(weights, config=config, device=device, score_thresh=score_thresh, overrides=overrides)
-    out_dir = Path(out) if out else new_run_dir("runs/predict", "exp")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out, "runs/predict")  # never into a folder that already holds results
     report = PredictReport(out_dir=out_dir)
     results: list[dict] = []
     files = expand_sources(sources)

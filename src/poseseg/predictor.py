@@ -55,6 +55,9 @@ def to_tensor_image(image) -> torch.Tensor:
     elif isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"an image array must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"the image array is empty (shape {image.shape}): nothing to predict on; give an "
+                             "HxWx3 array with H, W >= 1")
         array = image
     else:
         raise TypeError(f"cannot read an image from {type(image).__name__}: give a path, a PIL image or an "
@@ -62,10 +65,16 @@ def to_tensor_image(image) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
 
 
-def to_numpy(pred: dict, score_thresh: float) -> dict[str, np.ndarray]:
+def to_numpy(pred: dict, score_thresh: float, image_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Detections above ``score_thresh`` as numpy; RoI masks are pasted box by box into (N, H, W) bool."""
+    from poseseg.modeling.mask_paste import masks_to_image, paste_in_boxes
+
     keep = pred["scores"] >= score_thresh
+    roi_masks = pred.pop("roi_masks", None)
     out = {k: v[keep].cpu().numpy() for k, v in pred.items()}
-    if "masks" in out:
+    if roi_masks is not None:
+        out["masks"] = masks_to_image(paste_in_boxes(roi_masks[keep], pred["boxes"][keep], image_hw), image_hw)
+    elif "masks" in out:
         out["masks"] = out["masks"][:, 0] >= 0.5  # (N, H, W) bool
     return out
 
@@ -87,11 +96,13 @@ class Predictor:
     def predict_batch(self, images: list, *, with_offsets: bool = False) -> list[dict[str, np.ndarray]]:
         tensors = [to_tensor_image(img).to(self.device) for img in images]
         self.model.return_keypoint_peaks = with_offsets
+        self.model.masks_in_boxes = True  # no full-size float mask per person (a 12 MP photo stays small)
         try:
             preds = self.model(tensors)
         finally:
             self.model.return_keypoint_peaks = False
-        return [to_numpy(p, self.score_thresh) for p in preds]
+            self.model.masks_in_boxes = False
+        return [to_numpy(p, self.score_thresh, tuple(t.shape[-2:])) for p, t in zip(preds, tensors)]
 
     def predict(self, image, *, with_offsets: bool = False) -> dict[str, np.ndarray]:
         return self.predict_batch([image], with_offsets=with_offsets)[0]

@@ -43,7 +43,8 @@ from poseseg.data.schema import KeypointSchema
 from poseseg.data.transforms import collate
 from poseseg.types import Target
 
-__all__ = ["CocoPeopleDataset", "check_schema", "resolve_schema", "collate_skip_none", "DatasetError"]
+__all__ = ["CocoPeopleDataset", "check_schema", "resolve_schema", "collate_skip_none", "DatasetError",
+           "require_image_folder"]
 
 log = logging.getLogger("poseseg.data")
 
@@ -81,6 +82,25 @@ class _BadImageLog:
 
     def clear(self) -> None:
         self.codes.zero_()
+
+
+# ----------------------------------------------------------------------------- start-up check
+
+
+def require_image_folder(dataset: "CocoPeopleDataset", *, flag: str = "--images", first: int = 20,
+                         allow_empty: bool = False) -> None:
+    """Refuse, before any data worker starts, a dataset with no images or whose first files are all missing
+    (a wrong ``--images`` folder would otherwise print a traceback from every worker)."""
+    n = len(dataset)
+    if n == 0:
+        if allow_empty:
+            return
+        raise DatasetError(f"{dataset.json_path} has no images with people of category "
+                           f"{dataset.category['name']!r}: nothing to train on (check the file and data.category)")
+    probe = min(n, first)
+    if not any(dataset.image_path(i).is_file() for i in range(probe)):
+        raise DatasetError(f"none of the first {probe} files of {dataset.json_path} exist under {dataset.image_dir} "
+                           f"(e.g. {dataset.image_path(0)}); is {flag} the folder that `file_name` is relative to?")
 
 
 # ----------------------------------------------------------------------------- the dataset

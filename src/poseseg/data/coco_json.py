@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from poseseg.data.schema import COCO_KEYPOINT_NAMES, KeypointSchema
+from poseseg.data.schema import COCO_KEYPOINT_NAMES, KeypointSchema, skeleton_outside
 
 __all__ = ["DatasetError", "check_schema", "resolve_schema", "parse_coco_people"]
 
@@ -180,6 +180,11 @@ def parse_coco_people(json_path: Path, *, category: str | int, schema: KeypointS
         hard(f"dataset {src}: category {cat.get('name')!r} has {len(cat['keypoints'])} keypoints but the given "
              f"schema has {schema.num_keypoints} ({', '.join(schema.names)})")
     k = schema.num_keypoints if schema is not None else 0
+    outside = skeleton_outside(cat)
+    if outside:
+        warns.append(f"category {cat.get('name')!r} has {len(outside)} skeleton edge(s) naming keypoints beyond its "
+                     f"{len(cat.get('keypoints') or [])} (1-based, as in the file): "
+                     f"{', '.join(str(e) for e in outside[:6])}; they are left out of drawings")
 
     stats = dict(images_total=0, images=0, negative_images=0, crowd_only_images=0, skipped_images=0,
                  people=0, crowd=0, dropped_boxes=0, keypoints_labeled=0, keypoints_visible=0,

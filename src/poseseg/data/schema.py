@@ -24,6 +24,29 @@ COCO_SIGMAS = [
     0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
 ]
 
+# CrowdPose (Li et al., CVPR 2019): 14 keypoints and the sigmas of its evaluation (crowdposetools).
+CROWDPOSE_KEYPOINT_NAMES = [
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck",
+]
+CROWDPOSE_SIGMAS = [0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089, 0.079, 0.079]
+NAMED_SIGMAS = {"coco": COCO_SIGMAS, "crowdpose": CROWDPOSE_SIGMAS}
+
+
+def named_sigmas(name: str) -> list[float]:
+    """``data.oks_sigmas=coco`` / ``crowdpose``: a benchmark's published per-keypoint sigmas."""
+    key = name.strip().lower()
+    if key not in NAMED_SIGMAS:
+        raise ValueError(f"data.oks_sigmas={name!r}: no such named set; choose {', '.join(NAMED_SIGMAS)} or give "
+                         f"one number per keypoint")
+    return list(NAMED_SIGMAS[key])
+
+
+def skeleton_outside(category: dict) -> list[list[int]]:
+    """The category's skeleton edges (1-based, as the file has them) that name a keypoint it does not have."""
+    k = len(category.get("keypoints") or [])
+    return [list(e) for e in category.get("skeleton") or [] if not all(1 <= int(i) <= k for i in e)]
+
 
 def derive_flip_pairs(names: list[str]) -> list[tuple[int, int]]:
     """Pairs (i, j) whose names differ only by a left/right prefix or suffix."""
@@ -100,7 +123,8 @@ class KeypointSchema:
         names = list(category.get("keypoints") or [])
         if not names:
             raise ValueError(f"category {category.get('name')!r} has no 'keypoints' list")
-        skeleton = [(a - 1, b - 1) for a, b in category.get("skeleton") or []]
+        bad = skeleton_outside(category)  # e.g. CrowdPose copies COCO's skeleton: a warning, never a refusal
+        skeleton = [(a - 1, b - 1) for a, b in category.get("skeleton") or [] if [a, b] not in bad]
         if sigmas is None and [n.lower() for n in names] == COCO_KEYPOINT_NAMES:
             sigmas = list(COCO_SIGMAS)
         return cls(names=names, skeleton=skeleton, sigmas=sigmas)

@@ -7,9 +7,12 @@ moment never leaves a half-written ``.pt`` that resume would pick up. Loading al
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +77,43 @@ def load_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file: say which and what to do
-        raise ValueError(f"cannot load checkpoint {path}: {e}. Is it a poseseg/PyTorch checkpoint? "
-                         "Files from untrusted sources are refused (weights_only=True).") from None
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False: we never give that advice
+        raise ValueError(f"checkpoint {path} is not a plain checkpoint: it holds Python objects beyond tensors "
+                         "and containers, which poseseg refuses to load. Never load pickles from untrusted "
+                         "sources (they can run code); if you made the file yourself, re-save its state_dict "
+                         "with torch.save") from None
+    except Exception as e:  # corrupt, truncated or foreign file: say which and what to do
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"cannot load checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint "
+                         f"({reason})") from None
+
+
+def is_complete(path: str | Path) -> bool:
+    """Cheap integrity check: a torch zip checkpoint whose central directory is readable (a truncated
+    write has none)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def latest_good_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run; each newer broken one is reported on stderr and passed over."""
+    for path in reversed(list_checkpoints(run_dir)):
+        if is_complete(path):
+            return path
+        print(f"checkpoint {path} is truncated or corrupt: falling back to the previous one", file=sys.stderr)
+    return None
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the ``.model_*.tmp`` files a kill during a checkpoint write left behind."""
+    run_dir = Path(run_dir)
+    stale = sorted(run_dir.glob(".model_*.pt.*.tmp")) if run_dir.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

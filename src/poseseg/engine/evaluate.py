@@ -1,22 +1,24 @@
 """COCO evaluation: predictions -> COCO results JSON -> AP tables for bbox, segm and keypoints.
 
 Each process predicts its share of the images; the results are gathered on rank 0, which runs
-pycocotools on the person category (OKS with the schema's sigmas) and shares the metrics.
+the COCO evaluator (faster-coco-eval or pycocotools) on the person category (OKS with the
+schema's sigmas) after checking that the numbers can mean something, and shares the metrics.
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import copy
 import json
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
+from poseseg.data.eval_sanity import check_ground_truth, check_predictions, fill_missing_fields, format_warnings
 from poseseg.engine import distributed as dist
+from poseseg.engine.coco_backend import coco_stats, make_ground_truth, resolve_backend
 
 IOU_TYPES = {"box": "bbox", "mask": "segm", "keypoint": "keypoints"}
 STAT_NAMES = {
@@ -31,11 +33,19 @@ def prediction_to_coco(pred: dict, image_id: int, category_id: int, mask_thresh:
     boxes = np.asarray(_np(pred["boxes"]), dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(_np(pred["scores"]), dtype=np.float64).reshape(-1)
     out: dict[str, list] = {"bbox": [], "segm": [], "keypoints": []}
+    pasted = None
+    if "roi_masks" in pred:  # RoI masks + the image size: paste box by box, no full-size float mask
+        from poseseg.modeling.mask_paste import box_mask_to_rle, paste_in_boxes
+
+        image_hw = tuple(int(v) for v in pred["image_hw"])
+        pasted = paste_in_boxes(torch.as_tensor(pred["roi_masks"]), torch.as_tensor(boxes), image_hw)
     for i, (box, score) in enumerate(zip(boxes, scores)):
         x1, y1, x2, y2 = box.tolist()
         base = {"image_id": int(image_id), "category_id": int(category_id), "score": float(score)}
         out["bbox"].append({**base, "bbox": [x1, y1, x2 - x1, y2 - y1]})
-        if "masks" in pred:
+        if pasted is not None:
+            out["segm"].append({**base, "segmentation": box_mask_to_rle(pasted[i], image_hw, mask_thresh)})
+        elif "masks" in pred:
             m = _np(pred["masks"])[i]
             m = m[0] if m.ndim == 3 else m
             binary = np.asfortranarray((m > mask_thresh) if m.dtype != bool else m, dtype=np.uint8)
@@ -53,39 +63,74 @@ def _np(x):
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def coco_metrics(gt: COCO, results: dict[str, list], *, category_id: int, iou_types: list[str],
-                 sigmas: list[float] | None = None, image_ids: list[int] | None = None,
-                 verbose: bool = False) -> dict[str, dict[str, float]]:
-    """pycocotools AP tables; an iou type with no predictions scores 0 (no crash)."""
-    metrics: dict[str, dict[str, float]] = {}
+@dataclass
+class EvalReport:
+    """AP tables per iou type (None where undefined), the sanity warnings, and the backend used."""
+
+    metrics: dict[str, dict[str, float | None]]
+    warnings: list[dict] = field(default_factory=list)
+    backend: str = ""
+
+    def to_json(self) -> dict:
+        """What ``metrics.json`` holds: the tables, then ``warnings`` and ``backend``."""
+        return {**self.metrics, "warnings": self.warnings, "backend": self.backend}
+
+
+def score_results(gt: "object | dict | str | Path", results: dict[str, list], *, category_id: int,
+                  iou_types: list[str], sigmas: list[float] | None = None, image_ids: list[int] | None = None,
+                  backend: str = "auto", verbose: bool = False) -> EvalReport:
+    """Check ground truth and predictions (:mod:`poseseg.data.eval_sanity`), then COCO AP tables.
+
+    ``gt`` is a pycocotools COCO, a loaded JSON dict or a path. A missing ``area`` or
+    ``num_keypoints`` is filled (with a note); an empty set and a sigma/K mismatch give None
+    ('-') instead of a number; an iou type with no predictions scores 0.
+    """
+    data = _gt_dict(gt)
+    backend = resolve_backend(backend)
+    warns = fill_missing_fields(data, category_id)
+    warns += check_ground_truth(data, category_id=category_id, image_ids=image_ids, sigmas=sigmas,
+                                keypoints="keypoints" in iou_types)
+    results, pred_warns = check_predictions(data, {t: results.get(t, []) for t in iou_types},
+                                            category_id=category_id, image_ids=image_ids)
+    warns += pred_warns
+    codes = {w["code"] for w in warns}
+    metrics: dict[str, dict[str, float | None]] = {}
+    coco_gt = None
     for iou_type in iou_types:
         dets = results.get(iou_type, [])
         names = STAT_NAMES[iou_type]
+        if "empty_set" in codes or (iou_type == "keypoints" and "sigmas_mismatch" in codes):
+            metrics[iou_type] = {n: None for n in names}
+            continue
         if not dets:
             metrics[iou_type] = {n: 0.0 for n in names}
             continue
-        quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-        with quiet:
-            dt = gt.loadRes(_copy_results(dets))
-            ev = COCOeval(gt, dt, iou_type)
-            ev.params.catIds = [category_id]
-            if image_ids is not None:
-                ev.params.imgIds = sorted(image_ids)
-            if iou_type == "keypoints":
-                if sigmas is None:
-                    raise ValueError("keypoint evaluation needs OKS sigmas (data.oks_sigmas) for this schema")
-                ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        # pycocotools reports -1 where no ground truth exists in an area range: keep that as None
-        metrics[iou_type] = {n: (float(v) if v >= 0 else None) for n, v in zip(names, ev.stats[: len(names)])}
-    return metrics
+        if iou_type == "keypoints" and sigmas is None:
+            raise ValueError("keypoint evaluation needs OKS sigmas (data.oks_sigmas) for this schema")
+        if coco_gt is None:
+            coco_gt = make_ground_truth(data, backend)
+        stats = coco_stats(coco_gt, dets, iou_type, backend=backend, category_id=category_id, image_ids=image_ids,
+                           sigmas=sigmas, verbose=verbose)
+        # COCO reports -1 where no ground truth exists in an area range: keep that as None
+        metrics[iou_type] = {n: (float(v) if v >= 0 else None) for n, v in zip(names, stats[: len(names)])}
+    return EvalReport(metrics=metrics, warnings=warns, backend=backend)
 
 
-def _copy_results(dets: list[dict]) -> list[dict]:
-    # loadRes mutates its input (adds area, id, bbox); keep the caller's list clean
-    return [dict(d) for d in dets]
+def coco_metrics(gt, results: dict[str, list], *, category_id: int, iou_types: list[str],
+                 sigmas: list[float] | None = None, image_ids: list[int] | None = None,
+                 verbose: bool = False, backend: str = "auto") -> dict[str, dict[str, float]]:
+    """The AP tables of :func:`score_results` alone."""
+    return score_results(gt, results, category_id=category_id, iou_types=iou_types, sigmas=sigmas,
+                         image_ids=image_ids, backend=backend, verbose=verbose).metrics
+
+
+def _gt_dict(gt) -> dict:
+    if isinstance(gt, dict):
+        return copy.deepcopy(gt)
+    if isinstance(gt, (str, Path)):
+        with open(gt, "rb") as f:
+            return json.load(f)
+    return copy.deepcopy(gt.dataset)  # a pycocotools / faster-coco-eval COCO object
 
 
 def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
@@ -124,18 +169,26 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
                 raise ImageReadError(e.path, f"{e.reason} (evaluation needs every image; fix or remove it "
                                              "from the JSON)") from None
         images = [img.to(device) for img, _ in batch]
-        preds = model(images)
-        out.extend((int(t["image_id"]), {k: v.cpu() for k, v in p.items()}) for (_, t), p in zip(batch, preds))
+        model.masks_in_boxes = True  # masks stay per box until they are RLE-encoded
+        try:
+            preds = model(images)
+        finally:
+            model.masks_in_boxes = False
+        for (img, t), p in zip(batch, preds):
+            p = {k: v.cpu() for k, v in p.items()}
+            p["image_hw"] = torch.tensor(img.shape[-2:])
+            out.append((int(t["image_id"]), p))
     return out
 
 
 def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None = None, batch_size: int = 2,
              heads: list[str] | None = None, sigmas: list[float] | None = None, progress: bool = False,
-             verbose: bool = False) -> dict[str, dict[str, float]]:
+             verbose: bool = False, backend: str = "auto") -> dict[str, dict[str, float]]:
     """Predict on every image of ``dataset`` (a CocoPeopleDataset with ``on_bad_image="raise"``),
-    gather the results from every process, score them with pycocotools.
+    gather the results from every process, check and score them (:func:`score_results`).
 
-    Writes ``results_{bbox,segm,keypoints}.json`` and ``metrics.json`` into ``out_dir`` (rank 0).
+    With ``out_dir`` (rank 0): writes ``results_{bbox,segm,keypoints}.json`` and ``metrics.json``
+    (the tables, the sanity ``warnings`` and the ``backend``) and prints the warning block.
     """
     heads = heads or model.heads
     iou_types = [IOU_TYPES[h] for h in heads]
@@ -150,16 +203,17 @@ def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None
     metrics = None
     if dist.is_main():
         merged = {t: [d for part in gathered for d in part[t]] for t in iou_types}
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt = COCO(str(dataset.json_path))
         schema_sigmas = dataset.schema.sigmas if dataset.schema is not None else None
-        metrics = coco_metrics(gt, merged, category_id=category_id, iou_types=iou_types,
+        report = score_results(dataset.json_path, merged, category_id=category_id, iou_types=iou_types,
                                sigmas=sigmas if sigmas is not None else schema_sigmas,
-                               image_ids=[int(i) for i in dataset.image_ids], verbose=verbose)
+                               image_ids=[int(i) for i in dataset.image_ids], backend=backend, verbose=verbose)
+        metrics = report.metrics
         if out_dir is not None:
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             for iou_type, dets in merged.items():
                 (out_dir / f"results_{iou_type}.json").write_text(json.dumps(dets))
-            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            (out_dir / "metrics.json").write_text(json.dumps(report.to_json(), indent=2))
+            if report.warnings:
+                print(format_warnings(report.warnings), file=sys.stderr)
     return dist.broadcast_object(metrics)

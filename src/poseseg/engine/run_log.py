@@ -23,6 +23,18 @@ def new_run_dir(root: str | Path, name: str = "") -> Path:
     return path
 
 
+def output_dir(out: str | Path | None, default_root: str | Path, default_name: str = "exp") -> Path:
+    """The folder an ``--out`` flag names, or a new numbered one beside it when it already holds files
+    (``out`` -> ``out2``), so old predictions, metrics and overlays are never overwritten or mixed in."""
+    if not out:
+        return new_run_dir(default_root, default_name)
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()):
+        return new_run_dir(out.parent, out.name)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 class RunLogger:
     """metrics.jsonl (one JSON object per logged step), TensorBoard if installed, and a progress
     line: a tqdm bar with ETA on a terminal, plain lines otherwise."""

@@ -52,7 +52,7 @@ def resolve_resume(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    latest = ckpt.latest_checkpoint(path)
+    latest = ckpt.latest_good_checkpoint(path)
     if latest is None:
         raise FileNotFoundError(f"nothing to resume in {path}: no model_NNNNNNN.pt checkpoint there")
     return latest
@@ -72,7 +72,7 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> C
 
 def build_datasets(cfg: Config, model_keypoints: int | None, load_masks: bool = True):
     """Training and (optional) validation datasets with the keypoint schema checked against the model."""
-    from poseseg.data.coco import CocoPeopleDataset
+    from poseseg.data.coco import CocoPeopleDataset, require_image_folder
     from poseseg.data.transforms import build_transforms
 
     d = cfg.data
@@ -83,12 +83,14 @@ def build_datasets(cfg: Config, model_keypoints: int | None, load_masks: bool = 
                   oks_sigmas=d.oks_sigmas or None, flip_pairs=d.flip_pairs or None, load_masks=load_masks,
                   on_bad_image="raise")
     train_set = CocoPeopleDataset(d.train_json, d.train_images, keep_empty=d.keep_empty, **common)
+    require_image_folder(train_set, flag="--images (data.train_images)")
     perm = train_set.schema.flip_permutation() if train_set.schema is not None else None
     transforms = build_transforms(sizes=d.train_sizes, max_size=d.max_size, flip_prob=d.flip_prob,
                                   flip_permutation=perm, color_jitter=d.color_jitter)
     val_set = None
     if d.val_json:
         val_set = CocoPeopleDataset(d.val_json, d.val_images or d.train_images, keep_empty=True, **common)
+        require_image_folder(val_set, flag="--val-images (data.val_images)", allow_empty=True)
     return train_set, val_set, transforms, train_set.schema
 
 
@@ -105,7 +107,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         cfg, model.keypoint_head.num_keypoints if has_keypoints else None, load_masks=model.mask_head is not None)
     model.keypoint_schema = schema.to_dict() if schema is not None else None
 
-    # --- run folder (created once the data is known to load) and starting point
+    if t.init_weights:  # before the run folder exists: a bad file leaves no config-only folder behind
+        load_weights(model, t.init_weights)
+    # --- run folder (created once the data and weights are known to load) and starting point
     resume_path = resolve_resume(resume) if resume else None
     if resume_path is not None:
         run_dir = resume_path.parent
@@ -113,8 +117,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         run_dir = dist.broadcast_object(new_run_dir(t.output_dir, t.name) if dist.is_main() else None)
     if dist.is_main():
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    if t.init_weights:
-        load_weights(model, t.init_weights)
+        for stale in ckpt.remove_stale_temp_files(run_dir):
+            print(f"removed {stale.name}, a checkpoint write interrupted by a kill", flush=True)
     frozen = apply_freeze(model, t.freeze)
     model.to(device)
     optimizer = build_optimizer(model, t, world)
@@ -170,6 +174,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         images = [img.to(device, non_blocking=True) for img in images]
         targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tg.items()} for tg in targets]
         data_time = time.perf_counter() - end
+        # a skipped step must leave everything as it was, BatchNorm running statistics included
+        saved_buffers = _snapshot_buffers(model) if t.nonfinite == "skip" else None
         with torch.autocast(device.type, enabled=use_amp):
             losses = net(images, targets)
         total = sum(losses.values())
@@ -178,8 +184,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             if t.nonfinite == "stop":
                 raise FloatingPointError(f"non-finite loss at iteration {iteration}: {terms}. Lower train.base_lr, "
                                          "set train.clip_grad_norm, or train.nonfinite=skip to skip such steps")
-            skipped_steps += 1
-            logger.message(f"skipping iteration {iteration}: non-finite loss ({terms})")
+            skipped_steps = _skip_step(skipped_steps, t.max_skipped_steps, iteration, "loss", terms, logger)
+            _restore_buffers(model, saved_buffers)
             optimizer.zero_grad(set_to_none=True)
             done = iteration + 1  # a skipped step still counts: the schedule and the sampler moved on
             end = time.perf_counter()
@@ -189,6 +195,15 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         if t.clip_grad_norm > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
+        if not use_amp and t.nonfinite == "skip" and not _all_finite(_grad_sum(model, device), device):
+            # a finite loss with an inf/NaN gradient: no parameter and no optimizer state may change
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            skipped_steps = _skip_step(skipped_steps, t.max_skipped_steps, iteration, "gradient", terms, logger)
+            _restore_buffers(model, saved_buffers)
+            optimizer.zero_grad(set_to_none=True)
+            done = iteration + 1
+            end = time.perf_counter()
+            continue
         scaler.step(optimizer)
         scaler.update()
         done = iteration + 1
@@ -226,6 +241,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     if val_set is not None:
         metrics = evaluate(model, val_set, device=device, out_dir=run_dir, batch_size=cfg.eval.batch_size)
         logger.message(format_metrics(metrics))
+    if skipped_steps:
+        logger.message(f"{skipped_steps} of {done - start_iter} steps were skipped (non-finite loss or gradient; "
+                       f"train.nonfinite=skip)")
     all_skipped = sorted({s for part in dist.all_gather_objects(skipped_images) for s in part})
     if all_skipped:
         logger.message(f"{len(all_skipped)} unreadable training image(s) were skipped: " + "; ".join(all_skipped[:10]))
@@ -259,6 +277,35 @@ def _agreed_max(value: float, device: torch.device) -> float:
     tensor = torch.tensor([value], device=device, dtype=torch.float64)
     tdist.all_reduce(tensor, op=tdist.ReduceOp.MAX)
     return float(tensor.item())
+
+
+def _snapshot_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
+def _restore_buffers(model: torch.nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
+    if saved is None:
+        return
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(saved[name])
+
+
+def _grad_sum(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    """One number that is finite only when every gradient is."""
+    grads = [p.grad.detach().float().sum() for p in model.parameters() if p.grad is not None]
+    return torch.stack(grads).sum() if grads else torch.zeros((), device=device)
+
+
+def _skip_step(skipped: int, limit: int, iteration: int, what: str, terms: str, logger) -> int:
+    """Count one skipped step; past ``train.max_skipped_steps`` stop the run with the loss table."""
+    skipped += 1
+    if limit and skipped > limit:
+        raise FloatingPointError(f"{skipped} steps skipped for a non-finite {what} (train.max_skipped_steps={limit}); "
+                                 f"last at iteration {iteration}: {terms}. The run is not learning: lower "
+                                 "train.base_lr or set train.clip_grad_norm")
+    logger.message(f"skipping iteration {iteration}: non-finite {what} ({terms})")
+    return skipped
 
 
 def _all_finite(total: torch.Tensor, device: torch.device) -> bool:

@@ -52,6 +52,9 @@ class PoseSegModel(nn.Module):
         self.loss_weights = loss_weights or {}
         self.keypoint_schema: dict | None = None  # names, skeleton, flip pairs, sigmas; set by training
         self.return_keypoint_peaks = False  # add `keypoint_peaks` (N, K, 2) to predictions (for drawing)
+        # return `roi_masks` (N, 1, M, M) instead of full-size `masks`: the caller pastes them box by box
+        # (poseseg.modeling.mask_paste), so memory does not grow with the photo's pixels
+        self.masks_in_boxes = False
         self.frozen_parts: set[str] = set()  # submodules held fixed (train.freeze)
         self.test_flip = test_flip  # mask/keypoint heads also on the mirrored image, averaged
 
@@ -98,7 +101,10 @@ class PoseSegModel(nn.Module):
             mirrored = OrderedDict((k, v.contiguous()) for k, v in self.fpn(self.backbone(pixels.flip(-1))).items())
         detections = self._detect(features, proposals, batch.image_sizes, mirrored, pixels.shape[-1])
         peaks = [d.pop("keypoint_peaks", None) for d in detections]
+        roi_masks = [d.pop("masks") for d in detections] if self.masks_in_boxes and self.mask_head else None
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        for d, m in zip(detections, roi_masks or []):
+            d["roi_masks"] = m  # boxes are in original-image pixels now: paste_in_boxes(m, d["boxes"], size)
         if self.return_keypoint_peaks and self.keypoint_head is not None:
             for d, p, size, orig in zip(detections, peaks, batch.image_sizes, original_sizes):
                 d["keypoint_peaks"] = resize_keypoints(p, size, orig)
