@@ -157,8 +157,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from poseseg.serve.server import ServerSpec, run_server
-    from poseseg.serve.settings import ServeSettings
+    try:
+        from poseseg.serve.server import ServerSpec, run_server
+        from poseseg.serve.settings import ServeSettings
+    except ImportError as e:
+        raise ValueError(f"poseseg serve needs FastAPI, uvicorn and python-multipart: pip install 'poseseg[serve]' "
+                         f"({e})") from None
 
     settings = ServeSettings(max_batch=args.max_batch, max_image_mb=args.max_image_mb, score_thresh=args.score_thresh,
                              api_key=args.api_key, weights=args.weights)

@@ -186,8 +186,10 @@ def test_size_limits_and_forms(make_client, photo_bytes):
     response = few_pixels.post("/predict", content=photo_bytes)
     assert response.status_code == 413 and response.json()["error"] == "too_many_pixels"
     client = make_client()
-    no_file = client.post("/predict", data={"note": "hello"}, files={})
-    assert no_file.status_code in (400, 415)
+    curl_data_binary = client.post("/predict", content=photo_bytes,  # what `curl --data-binary @x.jpg` sends
+                                   headers={"content-type": "application/x-www-form-urlencoded"})
+    assert curl_data_binary.status_code == 200
+    assert client.post("/predict", data={"note": "hello"}).status_code == 415
     form_without_file = client.post("/predict", files={"note": (None, "hello")})
     assert form_without_file.status_code == 400 and form_without_file.json()["error"] == "no_file"
     assert "note" in form_without_file.json()["message"]

@@ -65,14 +65,17 @@ async def read_upload(request: Request, *, max_bytes: int, max_pixels: int) -> U
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/form-data"):
         data, name = await _multipart_file(request, body)
-    elif content_type.startswith(("application/x-www-form-urlencoded", "text/", "application/json")):
-        raise ApiError(415, "unsupported_media_type",
-                       f"Content-Type {content_type.split(';')[0]} is not an image upload; send the image as "
-                       "multipart/form-data (a file field named 'image') or as the raw body (image/jpeg, "
-                       "image/png, ... or application/octet-stream)", field="content-type")
-    else:
+    else:  # raw bytes, whatever the label: `curl --data-binary @photo.jpg` says x-www-form-urlencoded
         data, name = body, "body"
-    image = await run_in_threadpool(decode_upload, data, name, max_pixels)  # off the event loop
+    try:
+        image = await run_in_threadpool(decode_upload, data, name, max_pixels)  # off the event loop
+    except ApiError as error:
+        media = content_type.split(";")[0]
+        if error.code == "not_an_image" and media and not media.startswith(RAW_CONTENT_TYPES):
+            raise ApiError(415, "unsupported_media_type", f"the body (Content-Type {media}) is not an image; send "
+                           "the image as multipart/form-data (a file field named 'image') or as the raw body "
+                           "(image/jpeg, image/png, ... or application/octet-stream)", field="content-type") from None
+        raise
     return Upload(image=image, name=name)
 
 

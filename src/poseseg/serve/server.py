@@ -48,13 +48,13 @@ def run_server(spec: ServerSpec, *, host: str = "127.0.0.1", port: int = 8000, w
 
     if spec.settings.api_key is None and os.environ.get(API_KEY_ENV):
         spec.settings.api_key = os.environ[API_KEY_ENV]
+    for warning in exposure_warnings(host, spec.settings.api_key):
+        print(f"warning: {warning}", file=sys.stderr)
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     if not os.path.isfile(spec.weights):
         raise FileNotFoundError(f"--weights {spec.weights}: no such file; give a poseseg checkpoint "
                                 "(runs/train/NAME/model_final.pt)")
-    for warning in exposure_warnings(host, spec.settings.api_key):
-        print(f"warning: {warning}", file=sys.stderr)
     _configure_logging()
     shown = f"[{host}]" if ":" in host else host
     print(f"poseseg serve: http://{shown}:{port}/  (API docs at /docs; {workers} process(es), "

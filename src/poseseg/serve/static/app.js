@@ -3,7 +3,6 @@
 "use strict";
 
 const LEFT = [30, 144, 255], RIGHT = [255, 69, 0], CENTER = [50, 205, 50];  // as poseseg.visualize
-const KEYPOINT_THRESH = 0.2;  // keypoints under this score are hidden, like poseseg.visualize.draw
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), ctx = canvas.getContext("2d");
 const state = { info: null, items: [], current: -1, requests: 0 };
@@ -53,11 +52,12 @@ async function addFiles(files) {
   document.body.dataset.state = "busy";
   status(`Running the model on ${added.length} picture(s)…`);
   await Promise.all(added.map(async (item) => {  // sent together: the server batches them
-    try {
-      [item.bitmap, item.result] = await Promise.all([loadBitmap(item.file), predict(item)]);
+    const [bitmap, result] = await Promise.allSettled([loadBitmap(item.file), predict(item)]);
+    if (result.status === "rejected") item.error = result.reason.message;  // the server says what is wrong
+    else if (bitmap.status === "rejected") item.error = bitmap.reason.message;
+    else {
+      [item.bitmap, item.result] = [bitmap.value, result.value];
       item.masks = item.result.people.map(() => null);
-    } catch (e) {
-      item.error = e.message;
     }
     renderGallery();
     if (state.items[state.current] === item) render();
@@ -141,6 +141,7 @@ function maskLayer(mask, color) {  // an off-screen canvas: the mask's pixels in
 }
 
 function threshold() { return parseFloat($("score").value); }
+function keypointThreshold() { return parseFloat($("keypoint-score").value); }  // 0.2 as poseseg.visualize
 
 function render() {
   const item = state.items[state.current];
@@ -183,7 +184,7 @@ function render() {
 }
 
 function drawSkeleton(keypoints, names, skeleton, scale) {
-  const visible = keypoints.map((k) => k[2] >= KEYPOINT_THRESH);
+  const visible = keypoints.map((k) => k[2] >= keypointThreshold());
   ctx.lineCap = "round";
   for (const [a, b] of skeleton) {
     if (!visible[a] || !visible[b]) continue;
@@ -214,7 +215,7 @@ function hover(event) {
     if (p.score < threshold() || !p.keypoints || !$("show-skeletons").checked) return;
     p.keypoints.forEach((kp, j) => {
       const d = Math.hypot(kp[0] - x, kp[1] - y);
-      if (kp[2] >= KEYPOINT_THRESH && d < bestDistance) { best = { i, j, p, kp }; bestDistance = d; }
+      if (kp[2] >= keypointThreshold() && d < bestDistance) { best = { i, j, p, kp }; bestDistance = d; }
     });
   });
   if (!best) { tip.hidden = true; return; }
@@ -273,6 +274,10 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); addFiles(e.dataTransfer.files); });
 drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
 $("score").addEventListener("input", (e) => setThreshold(e.target.value));
+$("keypoint-score").addEventListener("input", (e) => {
+  $("keypoint-value").textContent = Number(e.target.value).toFixed(2);
+  render();
+});
 for (const id of ["show-masks", "show-boxes", "show-skeletons", "show-labels"]) $(id).addEventListener("change", render);
 $("download").addEventListener("click", download);
 $("api-key").addEventListener("change", (e) => { localStorage.setItem("poseseg-api-key", e.target.value); loadInfo(); });
