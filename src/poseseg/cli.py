@@ -165,7 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          f"({e})") from None
 
     settings = ServeSettings(max_batch=args.max_batch, max_image_mb=args.max_image_mb, score_thresh=args.score_thresh,
-                             api_key=args.api_key, weights=args.weights)
+                             api_key=args.api_key, weights=Path(args.weights).name)
     spec = ServerSpec(weights=args.weights, config=args.config, device=args.device, settings=settings)
     run_server(spec, host=args.host, port=args.port, workers=args.workers)
     return 0
@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it; a warning is printed)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
-    p.add_argument("--max-batch", type=int, default=4, help="images that arrive together run as one batch")
+    p.add_argument("--max-batch", type=int, default=None, help="images that arrive together run as one batch of "
+                   "up to this many (default 8 on a GPU, 1 on CPU where batching measured no faster)")
     p.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted upload")
     p.add_argument("--score-thresh", type=float, default=0.5, help="default score threshold of requests")
     p.add_argument("--api-key", default=None, help="require this key in the X-API-Key header (or env "

@@ -42,6 +42,7 @@ def test_healthz_info_page_and_docs(make_client):
     assert info["keypoint_schema"]["names"] == COCO_KEYPOINT_NAMES
     assert info["device"] == "cpu" and info["version"] and info["model"]["heads"] == ["box", "mask", "keypoint"]
     assert info["outputs"] == ["boxes", "masks", "keypoints"] and info["min_score_thresh"] == 0.0
+    assert info["max_batch"] == 1  # the default on CPU
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text and "/static/app.js" in page.text
     for asset in ("/static/app.js", "/static/style.css"):

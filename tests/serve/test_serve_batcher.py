@@ -136,3 +136,16 @@ def test_batcher_collects_what_arrives_within_the_wait():
 
     assert asyncio.run(main()) == [0, 2, 4, 6, 8]
     assert seen == [[0, 1, 2], [3, 4]]
+
+
+def test_a_closed_batcher_starts_again_on_the_next_request():
+    async def main():
+        batcher = Batcher(lambda items: [x + 1 for x in items], max_batch=2, max_wait_ms=0)
+        first = await batcher.submit(1)
+        await batcher.close()  # e.g. the app's lifespan ended, then the app is served again
+        try:
+            return first, await batcher.submit(2)
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == (2, 3)

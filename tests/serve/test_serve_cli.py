@@ -51,7 +51,7 @@ def test_serve_command_with_an_api_key_from_the_environment(trained_checkpoint, 
                 time.sleep(0.2)
         assert request(base + "/info")[0] == 401
         code, info = request(base + "/info", key="from-env")
-        assert code == 200 and info["max_batch"] == 2 and info["weights"] == str(trained_checkpoint)
+        assert code == 200 and info["max_batch"] == 2 and info["weights"] == trained_checkpoint.name
         code, body = request(base + "/predict?score_thresh=0", photo_bytes, key="from-env")
         assert code == 200 and body["people"] and body["image"]["width"] == 640
     finally:

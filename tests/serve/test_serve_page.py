@@ -41,7 +41,7 @@ def browser_paths() -> tuple[str, str]:
     pytest.skip(message + " (needs root with apt-get)")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def live_server(serve_predictor):
     """The app under uvicorn on a free 127.0.0.1 port, in a thread; yields the base URL."""
     import uvicorn
@@ -64,7 +64,7 @@ def live_server(serve_predictor):
     sock.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     chromium, driver_path = browser_paths()
     options = webdriver.ChromeOptions()
@@ -138,7 +138,18 @@ def test_page_draws_the_people_and_the_slider_hides_low_scores(live_server, brow
                                                                                      drawn.shape)
     assert only_hidden.any() and not drawn[only_hidden].any()  # hidden people left no trace
     assert drawn[box_region([p["box"] for p in kept], drawn.shape)].any()
-    browser.save_screenshot(str(tmp_path / "page.png"))
+
+    layers = ["show-masks", "show-boxes", "show-skeletons", "show-labels"]
+    for layer in layers:  # every layer off: the bare picture; the slider's setting is kept
+        browser.find_element(By.ID, layer).click()
+    assert not (np.abs(canvas_pixels(browser).astype(int) - bare).max(axis=2) > 8).any()
+    browser.find_element(By.ID, "show-boxes").click()
+    boxes_only = np.abs(canvas_pixels(browser).astype(int) - bare).max(axis=2) > 8
+    assert boxes_only.any() and boxes_only.sum() < drawn.sum()
+    for layer in layers:
+        if layer != "show-boxes":
+            browser.find_element(By.ID, layer).click()
+    assert browser.execute_script("return window.poseseg.requests") == 1
 
     browser.find_element(By.ID, "keypoint-score").send_keys(Keys.HOME)  # every keypoint, however unsure
     names = result["keypoint_schema"]["names"]
@@ -151,6 +162,7 @@ def test_page_draws_the_people_and_the_slider_hides_low_scores(live_server, brow
     tooltip = browser.find_element(By.ID, "tooltip")
     WebDriverWait(browser, 5).until(lambda d: tooltip.is_displayed())
     assert tooltip.text.split(" ")[0] in names
+    browser.save_screenshot(str(tmp_path / "page.png"))  # docs/serve.png comes from here
 
 
 def test_unreadable_upload_is_reported_on_the_page(live_server, browser, tmp_path):

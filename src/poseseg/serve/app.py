@@ -50,7 +50,8 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
     with ``score_thresh=0.0`` to allow any); ``settings.score_thresh`` is the default.
     """
     settings = settings or ServeSettings()
-    batcher = Batcher(predictor.predict_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+    max_batch = settings.batch_size_for(predictor.device)
+    batcher = Batcher(predictor.predict_batch, max_batch=max_batch, max_wait_ms=settings.max_wait_ms)
     schema = _schema_of(predictor)
     available = _available_outputs(predictor)
 
@@ -140,7 +141,7 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
                           "max_size": cfg.model.input.max_size,
                           "parameters": sum(p.numel() for p in predictor.model.parameters())},
                 "outputs": list(available), "keypoint_schema": schema_json(schema), "device": str(predictor.device),
-                "torch": _torch_version(), "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                "torch": _torch_version(), "max_batch": max_batch, "max_wait_ms": settings.max_wait_ms,
                 "max_image_mb": settings.max_image_mb, "max_pixels": settings.max_pixels,
                 "score_thresh": settings.score_thresh, "min_score_thresh": float(predictor.score_thresh),
                 "stats": {"batches": stats.batches, "images": stats.images, "largest_batch": stats.largest_batch,

@@ -38,7 +38,7 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.stats = BatchStats()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="poseseg-model")
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
@@ -48,6 +48,7 @@ class Batcher:
 
     async def submit(self, item: Any) -> Any:
         if self._task is None or self._task.done():  # started on first use, in the serving loop
+            self._executor = self._executor or concurrent.futures.ThreadPoolExecutor(1, "poseseg-model")
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._serve_forever(), name="poseseg-batcher")
         future = asyncio.get_running_loop().create_future()
@@ -62,7 +63,9 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def _serve_forever(self) -> None:
         while True:

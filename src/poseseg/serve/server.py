@@ -58,7 +58,7 @@ def run_server(spec: ServerSpec, *, host: str = "127.0.0.1", port: int = 8000, w
     _configure_logging()
     shown = f"[{host}]" if ":" in host else host
     print(f"poseseg serve: http://{shown}:{port}/  (API docs at /docs; {workers} process(es), "
-          f"batches of up to {spec.settings.max_batch})", file=sys.stderr)
+          f"--max-batch {spec.settings.max_batch or 'auto: 8 on a GPU, 1 on CPU'})", file=sys.stderr)
     if workers == 1:
         uvicorn.run(build_app(spec), host=host, port=port, log_level=log_level)
     else:
