@@ -174,3 +174,18 @@ def test_unreadable_upload_is_reported_on_the_page(live_server, browser, tmp_pat
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
                                      == "error")
     assert "not an image" in browser.find_element(By.ID, "status").text
+
+
+def test_the_page_decodes_coco_rle_masks_exactly(live_server, browser):
+    from poseseg.serve.results import encode_mask
+
+    yy, xx = np.mgrid[:97, :131]
+    mask = ((xx - 40) ** 2 + (yy - 50) ** 2 < 30 ** 2) | ((xx > 90) & (yy > 10) & (yy < 80)) | (xx + yy == 150)
+    rle = encode_mask(mask, "rle")  # the JSON the page receives
+    browser.get(live_server + "/")
+    alpha = browser.execute_script("""
+      const layer = maskLayer(arguments[0], [10, 20, 30]);
+      const data = layer.getContext('2d').getImageData(0, 0, layer.width, layer.height).data;
+      return Array.from(data.filter((_, i) => i % 4 === 3));""", rle)
+    drawn = np.array(alpha).reshape(97, 131) > 0
+    np.testing.assert_array_equal(drawn, mask)
