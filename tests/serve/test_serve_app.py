@@ -235,3 +235,20 @@ def test_a_model_failure_is_a_500_with_an_id_in_the_log(make_client, serve_predi
         assert client.get("/info").json()["stats"]["failures"] == 1
     finally:
         hook.remove()
+
+
+def test_a_failure_outside_the_model_is_a_500_with_an_id_too(serve_predictor, photo_bytes, monkeypatch, caplog):
+    from fastapi.testclient import TestClient
+
+    import poseseg.serve.app as serve_app
+
+    def broken_encoder(*args, **kwargs):
+        raise KeyError("simulated encoder bug")
+
+    monkeypatch.setattr(serve_app, "to_json", broken_encoder)
+    with TestClient(serve_app.create_app(serve_predictor), raise_server_exceptions=False) as client:
+        with caplog.at_level(logging.ERROR, logger="poseseg.serve"):
+            response = client.post("/predict", content=photo_bytes)
+        assert response.status_code == 500 and response.json()["error"] == "internal_error"
+        assert response.json()["id"] in caplog.text and "simulated encoder bug" in caplog.text
+        assert client.post("/predict/overlay", content=photo_bytes).status_code == 200  # still serving

@@ -35,8 +35,17 @@ def build_app(spec: ServerSpec):
 
 
 def app_from_env():
-    """The app factory each uvicorn worker process calls (``--workers N``)."""
+    """The app factory each uvicorn worker process calls (``--workers N``).
+
+    Unless OMP_NUM_THREADS says otherwise, the N processes share the cores (cores // N threads each)
+    instead of each starting one thread per core.
+    """
     raw = json.loads(os.environ[SPEC_ENV])
+    workers = raw.pop("workers", 1)
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     _configure_logging()
     return build_app(ServerSpec(**{**raw, "settings": ServeSettings(**raw["settings"])}))
 
@@ -62,7 +71,7 @@ def run_server(spec: ServerSpec, *, host: str = "127.0.0.1", port: int = 8000, w
     if workers == 1:
         uvicorn.run(build_app(spec), host=host, port=port, log_level=log_level)
     else:
-        os.environ[SPEC_ENV] = json.dumps({**asdict(spec), "settings": asdict(spec.settings)})
+        os.environ[SPEC_ENV] = json.dumps({**asdict(spec), "settings": asdict(spec.settings), "workers": workers})
         uvicorn.run("poseseg.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level)
 
