@@ -1,4 +1,4 @@
-"""The ``poseseg`` command: synth, train, eval, predict, demo, check-data, show-data, presets.
+"""The ``poseseg`` command: synth, train, eval, predict, serve, demo, check-data, show-data, presets.
 
 Every verb that takes a config also takes ``key=value`` overrides of any config key; the flags
 are shorthands for the most common keys.
@@ -175,6 +175,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from poseseg.serve.server import ServerSpec, run_server
+        from poseseg.serve.settings import ServeSettings
+    except ImportError as e:
+        raise ValueError(f"poseseg serve needs FastAPI, uvicorn and python-multipart: pip install 'poseseg[serve]' "
+                         f"({e})") from None
+
+    settings = ServeSettings(max_batch=args.max_batch, max_image_mb=args.max_image_mb, score_thresh=args.score_thresh,
+                             api_key=args.api_key, weights=Path(args.weights).name)
+    spec = ServerSpec(weights=args.weights, config=args.config, device=args.device, settings=settings)
+    run_server(spec, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from poseseg.config import PRESET_DIR, list_presets
 
@@ -285,6 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=60, help="synthetic validation images to generate")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the tiny preset")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="HTTP API + web page: POST /predict, /predict/overlay, /docs (pip install "
+                       "'poseseg[serve]')")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it; a warning is printed)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
+    p.add_argument("--max-batch", type=int, default=None, help="images that arrive together run as one batch of "
+                   "up to this many (default 8 on a GPU, 1 on CPU where batching measured no faster)")
+    p.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted upload")
+    p.add_argument("--score-thresh", type=float, default=0.5, help="default score threshold of requests")
+    p.add_argument("--api-key", default=None, help="require this key in the X-API-Key header (or env "
+                   "POSESEG_API_KEY) on every endpoint but /healthz")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--config", help="config, only for a bare state dict")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)

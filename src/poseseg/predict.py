@@ -165,15 +165,22 @@ def _save_overlay(predictor, array: np.ndarray, pred: dict, show_offsets: bool):
 
 
 def _add_results(results: list, pred: dict, image_id: int, extra: dict, report: PredictReport) -> None:
+    report.people += len(pred["boxes"])
+    results.extend(coco_records(pred, image_id, extra))
+
+
+def coco_records(pred: dict, image_id: int, extra: dict | None = None) -> list[dict]:
+    """One image's prediction -> COCO result records (one per person: bbox, segmentation, keypoints, scores)."""
     from poseseg.engine.evaluate import prediction_to_coco
 
-    report.people += len(pred["boxes"])
+    records = []
     per_type = prediction_to_coco(pred, image_id, category_id=1)
     for i, box in enumerate(per_type["bbox"]):
-        record = {**box, **extra}
+        record = {**box, **(extra or {})}
         if per_type["segm"]:
             record["segmentation"] = per_type["segm"][i]["segmentation"]
         if per_type["keypoints"]:
             record["keypoints"] = per_type["keypoints"][i]["keypoints"]
             record["keypoint_scores"] = [float(s) for s in pred["keypoint_scores"][i]]
-        results.append(record)
+        records.append(record)
+    return records

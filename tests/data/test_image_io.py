@@ -134,3 +134,18 @@ def test_error_survives_pickling():
 
     e = pickle.loads(pickle.dumps(ImageReadError("/a/b.jpg", "bad", missing=True)))
     assert e.path == "/a/b.jpg" and e.reason == "bad" and e.missing
+
+
+def test_decode_image_bytes_reads_uploads_like_files(tmp_path):
+    from poseseg.data.image_io import decode_image_bytes
+
+    rgba = np.dstack([_rgb(), np.full((24, 32), 100, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    np.testing.assert_array_equal(decode_image_bytes(data, "upload.png"), load_image_rgb(tmp_path / "a.png"))
+    with pytest.raises(ImageReadError, match="upload.png: empty data"):
+        decode_image_bytes(b"", "upload.png")
+    with pytest.raises(ImageReadError, match="upload.png: corrupt or truncated"):
+        decode_image_bytes(data[: len(data) // 2], "upload.png")
+    with pytest.raises(ImageReadError, match="decompression-bomb"):
+        decode_image_bytes(data, "upload.png", max_pixels=100)

@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -61,8 +62,23 @@ def load_image_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX
     if not path.is_file():
         raise ImageReadError(path, "file does not exist (check the image directory and the JSON's "
                              "'file_name')" if not path.exists() else "not a regular file", missing=True)
+    return _decode(path, path, max_pixels, exif_transpose, background)
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
+                       exif_transpose: bool = True,
+                       background: tuple[int, int, int] | None = (255, 255, 255)) -> np.ndarray:
+    """:func:`load_image_rgb` for an encoded image held in memory (an upload); ``name`` is used in errors."""
+    if not data:
+        raise ImageReadError(name, "empty data: no image bytes were given")
+    return _decode(io.BytesIO(data), name, max_pixels, exif_transpose, background)
+
+
+def _decode(source: Path | io.BytesIO, path: str | os.PathLike, max_pixels: int | None, exif_transpose: bool,
+            background: tuple[int, int, int] | None) -> np.ndarray:
+    """Open, check the pixel count, decode, rotate and convert ``source``; errors name ``path``."""
     try:
-        with _open_image(path, max_pixels) as img:
+        with _open_image(source, max_pixels) as img:
             width, height = img.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageReadError(
@@ -169,7 +185,7 @@ class _open_image:
     Truncated files always fail (``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False).
     """
 
-    def __init__(self, path: Path, max_pixels: int | None) -> None:
+    def __init__(self, path: Path | io.BytesIO, max_pixels: int | None) -> None:
         self.path, self.max_pixels = path, max_pixels
         self.img: Image.Image | None = None
 
