@@ -17,8 +17,11 @@ from poseseg.modeling.model import PoseSegModel, build_model
 
 def load_model(weights: str | Path, *, config: str | Path | None = None,
                overrides: list[str] | None = None) -> tuple[PoseSegModel, Config]:
-    """A model in eval mode from a poseseg checkpoint; the saved config unless ``config`` is given."""
-    payload = ckpt.load_checkpoint(weights)
+    """A model in eval mode from a poseseg checkpoint or named weights (``torchvision-coco``, see
+    ``poseseg weights list``); the saved config unless ``config`` is given."""
+    from poseseg.weights.hub import resolve_weights
+
+    payload = ckpt.load_checkpoint(resolve_weights(weights))
     if config is not None:
         cfg = load_config(config, overrides)
     elif isinstance(payload, dict) and "config" in payload:
@@ -73,7 +76,7 @@ def to_numpy(pred: dict, score_thresh: float) -> dict[str, np.ndarray]:
 class Predictor:
     """Boxes, masks and keypoints for every person in an image, as numpy arrays."""
 
-    def __init__(self, weights: str | Path, config: str | Path | None = None, device: str = "auto", *,
+    def __init__(self, weights: str | Path = "torchvision-coco", config: str | Path | None = None, device: str = "auto", *,
                  score_thresh: float = 0.5, overrides: list[str] | None = None):
         from poseseg.engine.train import resolve_device
 

@@ -18,6 +18,7 @@ from poseseg.engine.evaluate import evaluate, format_metrics
 from poseseg.engine.optim import apply_freeze, build_optimizer, build_scheduler, scaled_lr
 from poseseg.engine.run_log import RunLogger, new_run_dir
 from poseseg.modeling.model import PoseSegModel, build_model
+from poseseg.weights.finetune import init_from_weights
 
 
 @dataclass
@@ -112,8 +113,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         run_dir = dist.broadcast_object(new_run_dir(t.output_dir, t.name) if dist.is_main() else None)
     if dist.is_main():
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    if t.init_weights:
-        load_weights(model, t.init_weights)
+    init_log = init_from_weights(model, t.init_weights) if t.init_weights else []
     frozen = apply_freeze(model, t.freeze)
     model.to(device)
     optimizer = build_optimizer(model, t, world)
@@ -131,6 +131,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         if dist.is_distributed() else model
     loader = iter(_train_loader(train_set, transforms, cfg, start_iter))
     logger = RunLogger(run_dir, total_iters=t.iters, start_iter=start_iter, enabled=dist.is_main() and not quiet)
+    for line in init_log:
+        logger.message(line)
     if frozen:
         logger.message(f"train.freeze={t.freeze}: {len(frozen)} backbone tensors frozen")
     logger.message(f"run folder {run_dir}; {len(train_set)} training images; lr {scaled_lr(t, world):.4g} "
@@ -257,16 +259,3 @@ def _save(path: Path, model: PoseSegModel, optimizer, scheduler, iteration: int,
         })
     dist.barrier()
 
-
-def load_weights(model: PoseSegModel, path: str | Path) -> None:
-    """Weights only (no iteration, optimizer or schedule) from a poseseg checkpoint or state dict."""
-    state = ckpt.model_state_from(ckpt.load_checkpoint(path))
-    own = model.state_dict()
-    mismatched = [f"{k}: {tuple(v.shape)} vs ours {tuple(own[k].shape)}" for k, v in state.items()
-                  if k in own and own[k].shape != v.shape]
-    if mismatched:
-        raise ValueError(f"--init-weights {path} does not fit this model's config: {mismatched[:3]}")
-    result = model.load_state_dict(state, strict=False)
-    if len(result.missing_keys) == len(own):
-        raise ValueError(f"--init-weights {path} shares no tensor with this model; is it a poseseg checkpoint? "
-                         "(torchvision detectors: use poseseg.weights.load_torchvision)")

@@ -16,6 +16,7 @@ from poseseg.modeling.backbone import ResNet
 from poseseg.modeling.box_head import BoxHead
 from poseseg.modeling.conv_tower import zero_loss
 from poseseg.modeling.fpn import FPN
+from poseseg.modeling.input_transform import InputTransform
 from poseseg.modeling.keypoint_head import KeypointHead
 from poseseg.modeling.mask_head import MaskHead
 from poseseg.modeling.pooler import RoIPooler
@@ -213,12 +214,12 @@ def _check_inputs(images, targets, training: bool, heads: list[str]) -> None:
 def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
     """Build the model a config describes (``cfg.model`` of a full Config, or a ModelConfig)."""
     m = cfg.model if isinstance(cfg, Config) else cfg
-    transform = GeneralizedRCNNTransform(m.input.test_size, m.input.max_size, m.input.pixel_mean,
-                                         m.input.pixel_std, size_divisible=m.input.size_divisible,
-                                         _skip_resize=True)  # training images come resized by the data pipeline
+    transform = InputTransform(m.input.test_size, m.input.max_size, m.input.pixel_mean, m.input.pixel_std,
+                               size_divisible=m.input.size_divisible, channel_order=m.input.channel_order,
+                               pixel_scale=m.input.pixel_scale)
     b = m.backbone
     backbone = ResNet(depth=b.depth, width=b.width, norm=b.norm, deform_stages=b.deform_stages,
-                      deform_modulated=b.deform_modulated, freeze_at=b.freeze_at)
+                      deform_modulated=b.deform_modulated, freeze_at=b.freeze_at, stride_in_1x1=b.stride_in_1x1)
     fpn = FPN(in_channels=backbone.out_channels, in_stages=m.fpn.in_stages, out_channels=m.fpn.channels,
               extra_pool=m.fpn.extra_pool)
     r = m.rpn
@@ -256,7 +257,7 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
         parts["keypoint_head"] = KeypointHead(
             in_channels=m.fpn.channels, num_keypoints=k.num_keypoints, num_convs=k.num_convs, conv_dim=k.conv_dim,
             heatmap_size=k.heatmap_size, offsets=k.offsets, loss=k.loss, sigma=k.sigma,
-            offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated)
+            offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated, decode=k.decode)
     loss_weights = {"loss_rpn_objectness": r.loss_weight, "loss_rpn_box": r.loss_weight,
                     "loss_box_cls": m.box.loss_weight, "loss_box_reg": m.box.loss_weight,
                     "loss_mask": m.mask.loss_weight, "loss_keypoint": m.keypoint.loss_weight,
