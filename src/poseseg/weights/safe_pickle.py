@@ -1,7 +1,9 @@
 """Read ``.pkl`` weight files without running them: a pickle is a program, so only plain data may come back.
 
 Admitted: dicts (and OrderedDict), lists, tuples, strings, bytes, numbers, booleans, None and numpy arrays
-(through the few numpy globals an array's pickle names: ``_reconstruct``, ``ndarray``, ``dtype``, ``scalar``).
+(through the few numpy globals an array's pickle names: ``_reconstruct``, ``_frombuffer``, ``ndarray``, ``dtype``,
+``scalar``;
+and ``_codecs.encode`` limited to latin1, which protocol-2 pickles use to rebuild bytes).
 Any other global (a class, ``os.system``, ``builtins.eval``, ...) is refused before it is looked up, so
 nothing in the file is executed.
 """
@@ -18,21 +20,34 @@ class UnsafePickleError(ValueError):
     """The pickle names something other than plain data and numpy arrays."""
 
 
-def _numpy_multiarray():
+def _numpy_core(module: str):
+    """numpy's ``_core.<module>`` (numpy >= 2) or ``core.<module>`` (numpy 1.x)."""
+    import importlib
+
     try:
-        from numpy._core import multiarray  # numpy >= 2
+        return importlib.import_module(f"numpy._core.{module}")
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
+        return importlib.import_module(f"numpy.core.{module}")
 
 
 _ALLOWED: dict[tuple[str, str], object] = {}
-for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _ALLOWED[(_module, "_reconstruct")] = _numpy_multiarray()._reconstruct
-    _ALLOWED[(_module, "scalar")] = _numpy_multiarray().scalar
+for _core in ("numpy.core", "numpy._core"):  # pickles name either, depending on the numpy that wrote them
+    _ALLOWED[(f"{_core}.multiarray", "_reconstruct")] = _numpy_core("multiarray")._reconstruct
+    _ALLOWED[(f"{_core}.multiarray", "scalar")] = _numpy_core("multiarray").scalar
+    _ALLOWED[(f"{_core}.numeric", "_frombuffer")] = _numpy_core("numeric")._frombuffer  # protocol-5 arrays
 _ALLOWED[("numpy", "ndarray")] = np.ndarray
 _ALLOWED[("numpy", "dtype")] = np.dtype
 _ALLOWED[("collections", "OrderedDict")] = __import__("collections").OrderedDict
+
+
+def _bytes_from_latin1(text: str, encoding: str = "latin1") -> bytes:
+    """Python 3 writes bytes into protocol-2 pickles as ``_codecs.encode(text, "latin1")``; only that codec."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise UnsafePickleError(f"refused _codecs.encode with encoding {encoding!r} (only latin1 rebuilds bytes)")
+    return text.encode("latin1")
+
+
+_ALLOWED[("_codecs", "encode")] = _bytes_from_latin1
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
