@@ -1,0 +1,44 @@
+"""torchvision's ImageNet ResNet-50 as our trunk: through the named weights (torch.hub cache) and through
+`poseseg convert-weights`; the converted trunk computes what torchvision's computes."""
+import torch
+from torchvision.models import ResNet50_Weights, resnet50
+
+from poseseg import cli
+from poseseg.predictor import load_model
+from poseseg.weights import resolve_named
+
+SLIM = ["--set", "model.heads=[box]", "--set", "model.fpn.channels=16", "--set", "model.box.fc_dim=16"]
+
+
+def _torchvision_trunk(net, x):
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
+
+def test_named_and_converted_imagenet_trunk(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("POSESEG_OFFLINE", "1")
+    torch.manual_seed(0)
+    net = resnet50(weights=None).eval()
+    cache = tmp_path / "home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    source = cache / ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    torch.save(net.state_dict(), source)
+
+    out = tmp_path / "r50.pt"
+    assert cli.main(["convert-weights", str(source), "--out", str(out)] + SLIM) == 0
+    # 320 keys: the 265 trunk tensors, 53 BN step counters and the classifier (fc.weight, fc.bias)
+    assert "265 source tensors used, 55 skipped" in capsys.readouterr().out
+    report = (tmp_path / "r50.pt.report.txt").read_text()
+    assert "fc.weight: ImageNet classifier layer" in report and "num_batches_tracked" in report
+
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    for weights in (out, resolve_named("torchvision-resnet50-imagenet")):
+        model, cfg = load_model(weights, overrides=["model.input.test_size=64", "model.input.max_size=64"])
+        assert cfg.model.backbone.norm == "frozen_bn" and cfg.model.input.channel_order == "rgb"
+        with torch.no_grad():
+            batch, _ = model.transform([image])
+            ours = model.backbone(batch.tensors)["res5"]
+            want = _torchvision_trunk(net, batch.tensors)
+        scale = want.abs().max()
+        torch.testing.assert_close(ours / scale, want / scale, atol=1e-5, rtol=0)
