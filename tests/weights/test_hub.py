@@ -16,12 +16,13 @@ from torchvision.models.detection import (KeypointRCNN_ResNet50_FPN_Weights, Mas
                                           keypointrcnn_resnet50_fpn, maskrcnn_resnet50_fpn)
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
-from poseseg import cli
+from poseseg import Predictor, cli
+from poseseg.data.schema import COCO_KEYPOINT_NAMES
 from poseseg.modeling import backbone as backbone_mod
 from poseseg.modeling import model as model_mod
-from poseseg.weights import hub
+from poseseg.weights import config_from_weights, hub
 
-SIZE, MAX_SIZE, PROPOSALS, DETECTIONS = 320, 480, 100, 2
+SIZE, MAX_SIZE, PROPOSALS, DETECTIONS = 256, 384, 100, 2  # small: 8 ResNet-50 passes on CPU
 OVERRIDES = [f"model.input.test_size={SIZE}", f"model.input.max_size={MAX_SIZE}",
              f"model.rpn.post_nms_top_n_test={PROPOSALS}", f"model.box.detections_per_image={DETECTIONS}"]
 
@@ -93,6 +94,11 @@ def test_predict_with_named_weights_equals_torchvision(hub_cache, coco_sample, t
     assert len(converted) == 1
     stamp = converted[0].stat().st_mtime_ns
     assert hub.resolve_named("torchvision-coco") == converted[0]
+    assert converted[0].stat().st_mtime_ns == stamp
+    predictor = Predictor("torchvision-coco", device="cpu")  # the Python API takes the name too
+    assert predictor.schema["names"] == COCO_KEYPOINT_NAMES and predictor.cfg.model.backbone.depth == 50
+    finetune = config_from_weights("torchvision-coco", ["model.keypoint.num_keypoints=14"])  # train --init-weights
+    assert finetune.train.init_weights == "torchvision-coco" and finetune.model.keypoint.loss == "ce"
     assert converted[0].stat().st_mtime_ns == stamp
     payload = torch.load(converted[0], weights_only=True)
     assert payload["keypoint_schema"]["names"][0] == "nose" and payload["config"]["model"]["keypoint"]["decode"] == "upsample"
