@@ -129,13 +129,12 @@ def _conversion(file: SourceFile, cfg: Config, *, with_trunk: bool) -> Conversio
     if file.kind == "caffe2-resnet":
         return convert_caffe2_resnet(file.state, source=tag)
     if file.kind.startswith("torchvision"):
-        kwargs = {f"{file.kind.split('-')[1]}_state": file.state}
-        if not with_trunk:  # the trunk comes from the other file: convert only this file's mask head
-            conv = convert_torchvision(keypoint_state={}, mask_state=file.state, prefix=("", tag),
+        if not with_trunk:  # the trunk comes from the keypoint file: only this (mask) file's mask head
+            return convert_torchvision(keypoint_state={}, mask_state=file.state, prefix=("", tag),
                                        num_classes=cfg.model.num_classes)
-        else:
-            conv = convert_torchvision(**kwargs, prefix=(tag, tag), num_classes=cfg.model.num_classes)
-        return conv
+        role = file.kind.split("-")[1]  # keypoint or mask
+        return convert_torchvision(**{f"{role}_state": file.state}, prefix=(tag, tag),
+                                   num_classes=cfg.model.num_classes)
     if cfg.model.num_classes != 2:
         raise ValueError("Detectron2 conversion keeps the person class only: use model.num_classes=2")
     return convert_detectron2(file.state, fpn_stages=cfg.model.fpn.in_stages, with_trunk=with_trunk, source=tag)
