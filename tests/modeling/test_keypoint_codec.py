@@ -75,3 +75,22 @@ def test_sample_bilinear_matches_a_naive_loop():
                     w = max(0, 1 - abs(qx - px)) * max(0, 1 - abs(qy - py))
                     want[r, k] += w * maps[r, k, :, qy, qx]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_upsample_decoding_equals_torchvision_heatmaps_to_keypoints():
+    """decode=upsample is Mask R-CNN's decoding: torchvision's heatmaps_to_keypoints, to the pixel."""
+    from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 17, 56, 56, generator=g)
+    rois = torch.tensor([[10.0, 20.0, 110.5, 260.0], [0.0, 0.0, 0.6, 0.8], [5.0, 7.0, 45.2, 30.9], [3, 3, 300, 90]])
+    codec = KeypointCodec(heatmap_size=56, loss="ce", use_offsets=True, decode_mode="upsample")
+    zero_offsets = torch.zeros(4, 34, 56, 56)
+    got = codec.decode(logits, zero_offsets, rois)
+    want, _ = heatmaps_to_keypoints(logits, rois)
+    torch.testing.assert_close(got.keypoints[..., :2], want[..., :2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.peaks, want[..., :2], atol=1e-4, rtol=0)
+    # offsets move the upsampled peak by offset x cell size
+    shifted = codec.decode(logits, torch.full((4, 34, 56, 56), 0.5), rois)
+    cell = (rois[:, 2:] - rois[:, :2]) / 56
+    torch.testing.assert_close(shifted.keypoints[..., :2], want[..., :2] + 0.5 * cell[:, None], atol=1e-4, rtol=0)

@@ -78,7 +78,9 @@ class KeypointCodec:
         peak_logit, peak_idx = flat.max(dim=-1)  # (R, K)
         if self.decode_mode == "upsample":
             peak_xy = upsampled_peaks(heatmap_logits, rois)  # (R, K, 2) image pixels
-            peak = image_to_cells(peak_xy, rois, width, height)
+            # in cells; up to half a cell beyond the outer cell centres: read the offsets at the nearest inside point
+            peak = image_to_cells(peak_xy, rois, width, height).clamp(min=0)
+            peak = torch.minimum(peak, peak.new_tensor([width - 1, height - 1]))
         else:
             peak = torch.stack([peak_idx % width, peak_idx // width], dim=-1).to(heatmap_logits.dtype)  # (R, K, 2)
             peak_xy = cells_to_image(peak, rois, width, height)
