@@ -34,7 +34,8 @@ def load_model(weights: str | Path, *, config: str | Path | None = None,
             validate(cfg)
     else:
         raise ValueError(f"{weights} holds no config (a bare state dict?): pass --config / config= "
-                         "with the preset it was trained with")
+                         "with the preset it was trained with; torchvision / Detectron2 / ImageNet files: convert "
+                         "them first with `poseseg convert-weights SRC... --out OUT.pt`")
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt.model_state_from(payload))

@@ -42,3 +42,24 @@ def test_named_and_converted_imagenet_trunk(tmp_path, monkeypatch, capsys):
             want = _torchvision_trunk(net, batch.tensors)
         scale = want.abs().max()
         torch.testing.assert_close(ours / scale, want / scale, atol=1e-5, rtol=0)
+
+
+def test_imagenet_start_on_a_new_schema_keeps_the_heads_own_init(tmp_path, monkeypatch):
+    """The ImageNet checkpoint's heads were never trained: a 14-keypoint model keeps its own head init,
+    takes the trunk, and the log does not claim any joint kept trained filters."""
+    from poseseg.modeling.model import build_model
+    from poseseg.weights import config_from_weights, init_from_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("POSESEG_OFFLINE", "1")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    net = resnet50(weights=None)
+    torch.save(net.state_dict(), tmp_path / "hub" / "checkpoints" / ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1])
+    cfg = config_from_weights("torchvision-resnet50-imagenet", ["model.keypoint.num_keypoints=14"])
+    model = build_model(cfg)
+    model.keypoint_schema = {"names": [f"joint{i}" for i in range(14)]}
+    head_before = model.keypoint_head.heatmap_deconv.weight.clone()
+    log = init_from_weights(model, "torchvision-resnet50-imagenet")
+    assert not any("schema change" in line for line in log) and "left at initialisation" in log[-1]
+    assert torch.equal(model.keypoint_head.heatmap_deconv.weight, head_before)
+    assert torch.equal(model.backbone.layer4[2].conv3.weight, net.layer4[2].conv3.weight)

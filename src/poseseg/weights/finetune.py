@@ -39,11 +39,16 @@ def init_from_weights(model: nn.Module, weights: str | Path) -> list[str]:
 
     payload = _load(weights)
     state = dict(model_state_from(payload))
+    # a converted file's tensors that no source filled (an ImageNet start's heads) are someone else's random
+    # init: the new model keeps its own instead
+    untrained = set((payload.get("conversion_report") or {}).get("left_at_init", [])) if isinstance(payload, dict) else set()
+    state = {k: v for k, v in state.items() if k not in untrained}
     own = model.state_dict()
     log = []
     source_schema = payload.get("keypoint_schema") if isinstance(payload, dict) else None
     target_schema = getattr(model, "keypoint_schema", None)
     if (getattr(model, "keypoint_head", None) is not None and source_schema and target_schema
+            and "keypoint_head.heatmap_deconv.weight" in state
             and list(source_schema["names"]) != list(target_schema["names"])):
         state, match = transfer_keypoint_channels(state, own, list(source_schema["names"]),
                                                   list(target_schema["names"]))

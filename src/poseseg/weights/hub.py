@@ -187,6 +187,9 @@ def resolve_named(name: str, *, progress: bool = True) -> Path:
 def resolve_weights(weights: str | os.PathLike) -> Path:
     """A checkpoint path for a file path or a weights name (an existing file wins over a name)."""
     path = Path(weights)
+    if path.suffix == ".pkl":
+        raise ValueError(f"{path} is a pickle (Detectron2 / caffe2 weights?): convert it first with "
+                         f"`poseseg convert-weights {path} --out {path.with_suffix('.pt')}`")
     if path.exists() or not isinstance(weights, str):
         return path
     if is_named(weights):
