@@ -76,6 +76,7 @@ class RPNConfig:
     nms_thresh: float = 0.7
     score_thresh: float = 0.0
     loss_weight: float = 1.0
+    round_anchors: bool = True  # torchvision rounds base anchors to whole pixels; Detectron2 (its weights) does not
 
 
 @dataclass
@@ -88,6 +89,7 @@ class RoIConfig:
     bg_iou: float = 0.5
     sampling_ratio: int = 2
     deform_pool: list[str] = field(default_factory=list)  # heads with deformable RoI pooling
+    aligned: bool = False  # half-pixel RoIAlign (Detectron2's ROIAlignV2, set for its weights); torchvision's is False
 
 
 @dataclass

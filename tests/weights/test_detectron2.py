@@ -220,6 +220,7 @@ def test_detectron2_keypoint_and_mask_models_merge(tmp_path):
     ours, cfg = state["model"], state["config"]["model"]
     assert cfg["input"]["channel_order"] == "bgr" and cfg["input"]["pixel_scale"] == 255.0
     assert cfg["backbone"]["stride_in_1x1"] and cfg["keypoint"]["decode"] == "upsample"
+    assert cfg["roi"]["aligned"] and not cfg["rpn"]["round_anchors"]  # ROIAlignV2, Detectron2's exact anchors
 
     def t(x):
         return torch.from_numpy(x)

@@ -165,7 +165,7 @@ def _same_pooling(a: RoIPooler, b: RoIPooler) -> bool:
     """Whether two poolers compute the same features for the same boxes (plain RoIAlign, same settings)."""
     if type(a) is not RoIPooler or type(b) is not RoIPooler:
         return False  # e.g. deformable RoI pooling has its own learned offsets
-    keys = ("featmap_names", "output_size", "sampling_ratio", "canonical_scale", "canonical_level")
+    keys = ("featmap_names", "output_size", "sampling_ratio", "canonical_scale", "canonical_level", "aligned")
     return all(getattr(a.align, k, None) == getattr(b.align, k, None) for k in keys)
 
 
@@ -228,7 +228,7 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
                     batch_size_per_image=r.batch_size_per_image, positive_fraction=r.positive_fraction,
                     pre_nms_top_n_train=r.pre_nms_top_n_train, post_nms_top_n_train=r.post_nms_top_n_train,
                     pre_nms_top_n_test=r.pre_nms_top_n_test, post_nms_top_n_test=r.post_nms_top_n_test,
-                    nms_thresh=r.nms_thresh, score_thresh=r.score_thresh)
+                    nms_thresh=r.nms_thresh, score_thresh=r.score_thresh, round_anchors=r.round_anchors)
     roi_levels = [f"p{s}" for s in m.fpn.in_stages]
 
     def pooler(head: str, size: int) -> RoIPooler:
@@ -237,7 +237,8 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
 
             return DeformRoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
                                    channels=m.fpn.channels)
-        return RoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio)
+        return RoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
+                         aligned=m.roi.aligned)
 
     sampler = ProposalSampler(fg_iou=m.roi.fg_iou, bg_iou=m.roi.bg_iou,
                               batch_size_per_image=m.roi.batch_size_per_image,

@@ -27,6 +27,8 @@ COCO_DETECTOR = {"model.keypoint.loss": "ce", "model.keypoint.decode": "upsample
 MSRA_INPUT = {"model.input.channel_order": "bgr", "model.input.pixel_scale": 255.0,
               "model.input.pixel_mean": [103.53, 116.28, 123.675], "model.input.pixel_std": [1.0, 1.0, 1.0],
               "model.backbone.stride_in_1x1": True, "model.backbone.norm": "frozen_bn"}
+# ... and what Detectron2's FPN detectors add to them
+DETECTRON2_HEADS = {"model.roi.aligned": True, "model.rpn.round_anchors": False}
 TORCHVISION_INPUT = {"model.backbone.norm": "frozen_bn"}  # RGB in [0, 1], ImageNet mean/std: the defaults
 
 
@@ -160,6 +162,8 @@ def checkpoint_from_sources(files: list[SourceFile], *, preset: str | None = Non
     settings = dict(MSRA_INPUT if family in ("detectron2", "caffe2") else TORCHVISION_INPUT)
     if not backbone_only:
         settings.update(COCO_DETECTOR)
+    if family == "detectron2":
+        settings.update(DETECTRON2_HEADS)
     cfg = _config(preset, settings)
     for text in overrides or []:
         set_key(cfg, *parse_override(text), where=f"override '{text}'")
