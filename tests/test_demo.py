@@ -14,7 +14,7 @@ def test_demo_end_to_end_then_resume(tmp_path, capsys):
     assert "keypoints" in out and "bbox" in out
     assert (run / "model_final.pt").exists()
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"bbox", "segm", "keypoints"}
+    assert {"bbox", "segm", "keypoints"} <= set(metrics)
     assert len(list((run / "overlays").glob("*.png"))) == 4
     # a second run reuses the dataset and, with --resume, the run's checkpoint
     assert main(args + ["--resume"]) == 0

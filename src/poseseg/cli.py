@@ -42,6 +42,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         resume = args.resume or _latest_run(load_config(args.config, overrides).train.output_dir)
         cfg = config_for_resume(resume, overrides)
+    elif args.init_weights and not args.config:  # fine-tuning: the model the weights were saved with
+        from poseseg.weights import config_from_weights
+
+        cfg = config_from_weights(args.init_weights, overrides)
     else:
         cfg = load_config(args.config or "tiny", overrides)
     result = train(cfg, resume=resume)
@@ -167,6 +171,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if read else 1
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from poseseg.weights import describe_named
+
+    print(describe_named())
+    return 0
+
+
+def cmd_convert_weights(args: argparse.Namespace) -> int:
+    from poseseg.weights import convert_files
+
+    report = convert_files(args.sources, args.out, preset=args.config, overrides=list(args.set))
+    print(f"{report.summary()}\nwrote {args.out} (full report: {args.out}.report.txt)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from poseseg.demo import run_demo
 
@@ -222,13 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="root of the run folders (default runs/train)")
     p.add_argument("--resume", nargs="?", const="", default=None,
                    help="resume the latest run, or the given run folder or checkpoint")
-    p.add_argument("--init-weights", help="start from these weights (no optimizer/iteration state)")
+    p.add_argument("--init-weights", help="start from these weights (no optimizer/iteration state): a checkpoint or "
+                   "named weights (poseseg weights list); without --config, the model they were saved with")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="COCO AP for boxes, masks and keypoints")
-    p.add_argument("--weights", required=True, help="a poseseg checkpoint")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint or named weights (poseseg weights list)")
     p.add_argument("--data", required=True, help="COCO JSON with ground truth")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--out", help="folder for results_*.json and metrics.json (default runs/eval/NAME)")
@@ -278,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show_data)
 
     p = sub.add_parser("predict", help="overlays and COCO results for images, folders, globs, videos, .txt lists")
-    p.add_argument("--weights", required=True, help="a poseseg checkpoint (carries its config and schema)")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint (carries its config and schema) or named "
+                   "weights, e.g. torchvision-coco (poseseg weights list)")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", help="output folder (default runs/predict/expN)")
     p.add_argument("--config", help="config, only for a bare state dict")
@@ -287,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--show-offsets", action="store_true", help="draw the keypoint refinement arrows")
     p.add_argument("--test-flip", action="store_true", help="flip test-time augmentation (model.test_flip)")
-    p.set_defaults(func=cmd_predict, overrides=[])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key of the weights, e.g. --set model.input.test_size=640 (repeatable)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
     p.add_argument("--minutes", type=float, default=9.0, help="total time budget, data generation included")
@@ -316,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--config", help="config, only for a bare state dict")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("weights", help="named pretrained weights: `poseseg weights list`")
+    p.add_argument("action", choices=["list"])
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("convert-weights", help="torchvision .pth, Detectron2 .pkl, ImageNet R-50 -> poseseg checkpoint")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="one weights file, or a keypoint and a mask model")
+    p.add_argument("--out", required=True, help="the poseseg checkpoint to write (a .report.txt goes next to it)")
+    p.add_argument("--config", help="preset the weights go into (default paper_regular)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.set_defaults(func=cmd_convert_weights)
 
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)

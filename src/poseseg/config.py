@@ -36,6 +36,10 @@ class InputConfig:
     size_divisible: int = 32
     pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # What pretrained weights expect (set by `poseseg convert-weights` / named weights): caffe2 / Detectron2
+    # models take BGR pixels in 0..255 (channel_order=bgr, pixel_scale=255, mean/std in that scale).
+    channel_order: str = "rgb"  # rgb | bgr: channel order the trunk sees
+    pixel_scale: float = 1.0  # images arrive in [0, 1]; multiplied by this before pixel_mean / pixel_std
 
 
 @dataclass
@@ -46,6 +50,7 @@ class BackboneConfig:
     freeze_at: int = 0  # freeze the stem (1) and res2..res{freeze_at} when > 0
     deform_stages: list[int] = field(default_factory=list)  # e.g. [3, 4, 5]: deformable 3x3 convs there
     deform_modulated: bool = True  # DCN v2 (offsets + modulation mask) vs v1 (offsets only)
+    stride_in_1x1: bool = False  # bottleneck stride in the first 1x1 conv (MSRA / caffe2 weights), not the 3x3
 
 
 @dataclass
@@ -71,6 +76,7 @@ class RPNConfig:
     nms_thresh: float = 0.7
     score_thresh: float = 0.0
     loss_weight: float = 1.0
+    round_anchors: bool = True  # torchvision rounds base anchors to whole pixels; Detectron2 (its weights) does not
 
 
 @dataclass
@@ -86,6 +92,7 @@ class RoIConfig:
     head_rois: str = "proposals"  # what the mask/keypoint heads train on: proposals (positives) | gt_jitter
     gt_jitter_copies: int = 2  # head_rois=gt_jitter: shifted copies of each ground-truth box
     gt_jitter: float = 0.1  # ... each side moved by up to this fraction of the box size
+    aligned: bool = False  # half-pixel RoIAlign (Detectron2's ROIAlignV2, set for its weights); torchvision's is False
 
 
 @dataclass
@@ -121,6 +128,9 @@ class KeypointHeadConfig:
     offsets: bool = True  # predict 2K sub-cell offset maps (heatmap refinement)
     loss: str = "mse"  # mse (paper: Gaussian target, sigmoid), ce (Mask R-CNN spatial softmax) or ce_soft
     norm: str = "none"  # none | gn: GroupNorm in the conv tower
+    # peak: heatmap cell of the maximum; upsample: Mask R-CNN's (torchvision / Detectron2) bicubic resize of
+    # each heatmap to its box size in pixels, maximum there. Offsets (when on) refine either.
+    decode: str = "peak"
     sigma: float = 1.0  # Gaussian target std in heatmap cells (mse, ce_soft)
     offset_radius: float = 2.0  # offsets are trained on cells within this many cells of a keypoint
     max_rois_per_image: int = 128
@@ -459,6 +469,13 @@ def validate(cfg: Config) -> None:
     for key, norm in (("model.mask.norm", m.mask.norm), ("model.keypoint.norm", m.keypoint.norm)):
         if norm not in ("none", "gn"):
             raise ConfigError(f"{key}={norm!r}; choose none or gn")
+    if m.keypoint.decode not in ("peak", "upsample"):
+        raise ConfigError(f"model.keypoint.decode={m.keypoint.decode!r}; choose peak or upsample")
+    if m.input.channel_order not in ("rgb", "bgr"):
+        raise ConfigError(f"model.input.channel_order={m.input.channel_order!r}; choose rgb or bgr")
+    if not m.input.pixel_scale > 0:
+        raise ConfigError(f"model.input.pixel_scale={m.input.pixel_scale}; use 1 (mean/std for [0, 1] pixels) "
+                          "or 255 (mean/std for 0..255 pixels)")
     if m.keypoint.heatmap_size % 4 != 0:
         raise ConfigError(f"model.keypoint.heatmap_size={m.keypoint.heatmap_size} must be a multiple of 4")
     if m.roi.head_rois not in ("proposals", "gt_jitter"):

@@ -17,8 +17,11 @@ from poseseg.modeling.model import PoseSegModel, build_model
 
 def load_model(weights: str | Path, *, config: str | Path | None = None,
                overrides: list[str] | None = None) -> tuple[PoseSegModel, Config]:
-    """A model in eval mode from a poseseg checkpoint; the saved config unless ``config`` is given."""
-    payload = ckpt.load_checkpoint(weights)
+    """A model in eval mode from a poseseg checkpoint or named weights (``torchvision-coco``, see
+    ``poseseg weights list``); the saved config unless ``config`` is given."""
+    from poseseg.weights.hub import resolve_weights
+
+    payload = ckpt.load_checkpoint(resolve_weights(weights))
     if config is not None:
         cfg = load_config(config, overrides)
     elif isinstance(payload, dict) and "config" in payload:
@@ -31,7 +34,8 @@ def load_model(weights: str | Path, *, config: str | Path | None = None,
             validate(cfg)
     else:
         raise ValueError(f"{weights} holds no config (a bare state dict?): pass --config / config= "
-                         "with the preset it was trained with")
+                         "with the preset it was trained with; torchvision / Detectron2 / ImageNet files: convert "
+                         "them first with `poseseg convert-weights SRC... --out OUT.pt`")
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt.model_state_from(payload))
@@ -82,7 +86,7 @@ def to_numpy(pred: dict, score_thresh: float, image_hw: tuple[int, int] | None =
 class Predictor:
     """Boxes, masks and keypoints for every person in an image, as numpy arrays."""
 
-    def __init__(self, weights: str | Path, config: str | Path | None = None, device: str = "auto", *,
+    def __init__(self, weights: str | Path = "torchvision-coco", config: str | Path | None = None, device: str = "auto", *,
                  score_thresh: float = 0.5, overrides: list[str] | None = None):
         from poseseg.engine.train import resolve_device
 

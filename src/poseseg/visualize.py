@@ -251,7 +251,8 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
             x1, y1, x2, y2 = (float(v) for v in boxes[i])
             width = max(1, style.box - 1) if crowd[i] else style.box
             d.rectangle([x1, y1, x2, y2], outline=OUTLINE, width=width + 2)
-            d.rectangle([x1 + 1, y1 + 1, x2 - 1, y2 - 1], outline=color, width=width)
+            if x2 - x1 > 2 and y2 - y1 > 2:  # a box under 2 px wide has no inside to draw (PIL refuses it)
+                d.rectangle([x1 + 1, y1 + 1, x2 - 1, y2 - 1], outline=color, width=width)
             stats["boxes"] += 1
         if crowd[i] or not show_keypoints or kps is None:
             continue

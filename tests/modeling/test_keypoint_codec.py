@@ -104,3 +104,22 @@ def test_group_norm_heads_have_a_norm_per_conv():
     assert out.shape == (2, 64, 7, 7) and (out >= 0).all()
     with pytest.raises(ValueError, match="gn"):
         ConvTower(in_channels=16, dim=64, num_convs=1, norm="bn")
+
+
+def test_upsample_decoding_equals_torchvision_heatmaps_to_keypoints():
+    """decode=upsample is Mask R-CNN's decoding: torchvision's heatmaps_to_keypoints, to the pixel."""
+    from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 17, 56, 56, generator=g)
+    rois = torch.tensor([[10.0, 20.0, 110.5, 260.0], [0.0, 0.0, 0.6, 0.8], [5.0, 7.0, 45.2, 30.9], [3, 3, 300, 90]])
+    codec = KeypointCodec(heatmap_size=56, loss="ce", use_offsets=True, decode_mode="upsample")
+    zero_offsets = torch.zeros(4, 34, 56, 56)
+    got = codec.decode(logits, zero_offsets, rois)
+    want, _ = heatmaps_to_keypoints(logits, rois)
+    torch.testing.assert_close(got.keypoints[..., :2], want[..., :2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.peaks, want[..., :2], atol=1e-4, rtol=0)
+    # offsets move the upsampled peak by offset x cell size
+    shifted = codec.decode(logits, torch.full((4, 34, 56, 56), 0.5), rois)
+    cell = (rois[:, 2:] - rois[:, :2]) / 56
+    torch.testing.assert_close(shifted.keypoints[..., :2], want[..., :2] + 0.5 * cell[:, None], atol=1e-4, rtol=0)

@@ -19,6 +19,7 @@ from poseseg.engine.optim import apply_freeze, build_optimizer, scaled_lr
 from poseseg.engine.run_log import RunLogger, new_run_dir
 from poseseg.engine.schedule import LRSchedule, TrainingClock, in_finishing_phase
 from poseseg.modeling.model import PoseSegModel, build_model
+from poseseg.weights.finetune import init_from_weights
 
 
 @dataclass
@@ -107,8 +108,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         cfg, model.keypoint_head.num_keypoints if has_keypoints else None, load_masks=model.mask_head is not None)
     model.keypoint_schema = schema.to_dict() if schema is not None else None
 
-    if t.init_weights:  # before the run folder exists: a bad file leaves no config-only folder behind
-        load_weights(model, t.init_weights)
+    # before the run folder exists: a bad file leaves no config-only folder behind
+    init_log = init_from_weights(model, t.init_weights) if t.init_weights else []
     # --- run folder (created once the data and weights are known to load) and starting point
     resume_path = resolve_resume(resume) if resume else None
     if resume_path is not None:
@@ -136,6 +137,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     net = _wrap(model, device)
     loader = iter(_train_loader(train_set, transforms, cfg, start_iter))
     logger = RunLogger(run_dir, total_iters=t.iters, start_iter=start_iter, enabled=dist.is_main() and not quiet)
+    for line in init_log:
+        logger.message(line)
     if frozen:
         logger.message(f"train.freeze={t.freeze}: {len(frozen)} backbone tensors frozen")
     length = f"{t.time_limit_minutes:g} minutes (at most {t.iters} iterations)" if clock.by_time \
@@ -338,16 +341,3 @@ def _save(path: Path, model: PoseSegModel, optimizer, clock: TrainingClock, iter
         })
     dist.barrier()
 
-
-def load_weights(model: PoseSegModel, path: str | Path) -> None:
-    """Weights only (no iteration, optimizer or schedule) from a poseseg checkpoint or state dict."""
-    state = ckpt.model_state_from(ckpt.load_checkpoint(path))
-    own = model.state_dict()
-    mismatched = [f"{k}: {tuple(v.shape)} vs ours {tuple(own[k].shape)}" for k, v in state.items()
-                  if k in own and own[k].shape != v.shape]
-    if mismatched:
-        raise ValueError(f"--init-weights {path} does not fit this model's config: {mismatched[:3]}")
-    result = model.load_state_dict(state, strict=False)
-    if len(result.missing_keys) == len(own):
-        raise ValueError(f"--init-weights {path} shares no tensor with this model; is it a poseseg checkpoint? "
-                         "(torchvision detectors: use poseseg.weights.load_torchvision)")

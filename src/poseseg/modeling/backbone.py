@@ -66,7 +66,8 @@ def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool):
+    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool,
+                 stride_in_1x1: bool = False):
         super().__init__()
         out_ch = width * self.expansion
         self.conv1 = make_conv3x3(in_ch, width, stride=stride, deformable=deformable, modulated=modulated)
@@ -86,12 +87,15 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool):
+    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool,
+                 stride_in_1x1: bool = False):
         super().__init__()
         out_ch = width * self.expansion
-        self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
+        # torchvision strides in the 3x3 conv; MSRA's caffe2 ResNets (Detectron's) in the first 1x1
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_ch, width, 1, stride=stride_1x1, bias=False)
         self.bn1 = make_norm(norm, width)
-        self.conv2 = make_conv3x3(width, width, stride=stride, deformable=deformable, modulated=modulated)
+        self.conv2 = make_conv3x3(width, width, stride=stride_3x3, deformable=deformable, modulated=modulated)
         self.bn2 = make_norm(norm, width)
         self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
         self.bn3 = make_norm(norm, out_ch)
@@ -125,7 +129,7 @@ class ResNet(nn.Module):
 
     def __init__(self, *, depth: int = 50, width: int = 64, norm: str = "frozen_bn",
                  deform_stages: list[int] | tuple[int, ...] = (), deform_modulated: bool = True,
-                 freeze_at: int = 0):
+                 freeze_at: int = 0, stride_in_1x1: bool = False):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ResNet depth {depth} is not supported; choose {sorted(STAGE_BLOCKS)}")
@@ -142,7 +146,8 @@ class ResNet(nn.Module):
             blocks = []
             for b in range(num_blocks):
                 blocks.append(block(in_ch, planes, stride=(2 if (b == 0 and stage > 2) else 1), norm=norm,
-                                    deformable=stage in deform_stages, modulated=deform_modulated))
+                                    deformable=stage in deform_stages, modulated=deform_modulated,
+                                    stride_in_1x1=stride_in_1x1))
                 in_ch = planes * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.out_channels[f"res{stage}"] = in_ch

@@ -39,6 +39,8 @@ class KeypointCodec:
     sigma: float = 1.0  # Gaussian std in cells
     offset_radius: float = 2.0  # offsets are trained on cells whose centre is this close (cells)
     use_offsets: bool = True
+    decode_mode: str = "peak"  # peak: maximum heatmap cell; upsample: Mask R-CNN's maximum after a bicubic
+    #                            resize of each heatmap to its box size in pixels (torchvision / Detectron2)
 
     def to_heatmap_coords(self, keypoints: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, K, 3) image keypoints, (R, 4) RoIs -> (R, K, 2) continuous cell coords, (R, K) valid."""
@@ -75,18 +77,30 @@ class KeypointCodec:
         num_rois, num_kps, height, width = heatmap_logits.shape
         flat = heatmap_logits.flatten(2)  # (R, K, H*W)
         peak_logit, peak_idx = flat.max(dim=-1)  # (R, K)
-        peak = torch.stack([peak_idx % width, peak_idx // width], dim=-1).to(heatmap_logits.dtype)  # (R, K, 2)
-        refined = peak
+        if self.decode_mode == "upsample":
+            peak_xy = upsampled_peaks(heatmap_logits, rois)  # (R, K, 2) image pixels
+            # in cells; up to half a cell beyond the outer cell centres: read the offsets at the nearest inside point
+            peak = image_to_cells(peak_xy, rois, width, height).clamp(min=0)
+            peak = torch.minimum(peak, peak.new_tensor([width - 1, height - 1]))
+        else:
+            peak = torch.stack([peak_idx % width, peak_idx // width], dim=-1).to(heatmap_logits.dtype)  # (R, K, 2)
+            peak_xy = cells_to_image(peak, rois, width, height)
+        xy = peak_xy
         if offsets is not None and self.use_offsets:
             maps = offsets.view(num_rois, num_kps, 2, height, width)
-            refined = peak + sample_bilinear(maps, peak)  # (R, K, 2)
+            shift = sample_bilinear(maps, peak)  # (R, K, 2) in cells
+            if self.decode_mode == "upsample":  # zero offsets leave the upsampled peak exactly as it is
+                cell_size = (rois[:, None, 2:] - rois[:, None, :2]) / torch.tensor(
+                    [width, height], device=rois.device, dtype=rois.dtype)
+                xy = peak_xy + shift * cell_size
+            else:
+                xy = cells_to_image(peak + shift, rois, width, height)
         if self.loss == "mse":
             scores = peak_logit.sigmoid()
         else:
             scores = (peak_logit - flat.logsumexp(dim=-1)).exp()  # spatial-softmax probability at the peak
-        xy = cells_to_image(refined, rois, width, height)
         keypoints = torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1)
-        return DecodedKeypoints(keypoints=keypoints, scores=scores, peaks=cells_to_image(peak, rois, width, height))
+        return DecodedKeypoints(keypoints=keypoints, scores=scores, peaks=peak_xy)
 
 
 def cells_to_image(cells: torch.Tensor, rois: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -94,6 +108,33 @@ def cells_to_image(cells: torch.Tensor, rois: torch.Tensor, width: int, height: 
     cell_size = (rois[:, None, 2:] - rois[:, None, :2]) / torch.tensor([width, height], device=rois.device,
                                                                           dtype=rois.dtype)
     return rois[:, None, :2] + (cells + 0.5) * cell_size
+
+
+def image_to_cells(xy: torch.Tensor, rois: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Inverse of :func:`cells_to_image`: (R, K, 2) image pixels -> cell-index coordinates."""
+    cell_size = (rois[:, None, 2:] - rois[:, None, :2]).clamp(min=1e-6) / torch.tensor(
+        [width, height], device=rois.device, dtype=rois.dtype)
+    return (xy - rois[:, None, :2]) / cell_size - 0.5
+
+
+def upsampled_peaks(heatmap_logits: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+    """Mask R-CNN's decoding: resize each RoI's (K, H, W) heatmaps bicubically to the RoI's size in whole
+    pixels (ceil), take the maximum, return its pixel centre in the image: (R, K, 2).
+
+    The same arithmetic as torchvision's ``heatmaps_to_keypoints`` (boxes narrower than 1 px count as 1).
+    """
+    num_rois, num_kps = heatmap_logits.shape[:2]
+    sizes = (rois[:, 2:] - rois[:, :2]).clamp(min=1)  # (R, 2) w, h
+    out = heatmap_logits.new_zeros((num_rois, num_kps, 2))
+    for i in range(num_rois):
+        w_px, h_px = int(sizes[i, 0].ceil()), int(sizes[i, 1].ceil())
+        up = F.interpolate(heatmap_logits[i][:, None], size=(h_px, w_px), mode="bicubic",
+                           align_corners=False)[:, 0]  # (K, h_px, w_px)
+        pos = up.flatten(1).argmax(dim=1)  # (K,)
+        x_int, y_int = pos % w_px, pos // w_px
+        out[i, :, 0] = rois[i, 0] + (x_int.to(out.dtype) + 0.5) * (sizes[i, 0] / w_px)
+        out[i, :, 1] = rois[i, 1] + (y_int.to(out.dtype) + 0.5) * (sizes[i, 1] / h_px)
+    return out
 
 
 def sample_bilinear(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -21,12 +21,13 @@ MSE_SCALE = 20.0
 class KeypointHead(nn.Module):
     def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int, conv_dim: int,
                  heatmap_size: int = 56, offsets: bool = True, loss: str = "mse", sigma: float = 1.0,
-                 offset_radius: float = 2.0, deform: bool = False, deform_modulated: bool = True, norm: str = "none"):
+                 offset_radius: float = 2.0, deform: bool = False, deform_modulated: bool = True, norm: str = "none",
+                 decode: str = "peak"):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.heatmap_size = heatmap_size
         self.codec = KeypointCodec(heatmap_size=heatmap_size, loss=loss, sigma=sigma,
-                                   offset_radius=offset_radius, use_offsets=offsets)
+                                   offset_radius=offset_radius, use_offsets=offsets, decode_mode=decode)
         self.tower = ConvTower(in_channels=in_channels, dim=conv_dim, num_convs=num_convs, deformable=deform,
                                modulated=deform_modulated, norm=norm)
         dim = self.tower.out_channels

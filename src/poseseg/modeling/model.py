@@ -18,6 +18,7 @@ from poseseg.modeling.conv_tower import zero_loss
 from poseseg.data.schema import KeypointSchema
 from poseseg.modeling.flip_tta import mirror_boxes, unflip_keypoints, unflip_mask_logits
 from poseseg.modeling.fpn import FPN
+from poseseg.modeling.input_transform import InputTransform
 from poseseg.modeling.keypoint_head import KeypointHead
 from poseseg.modeling.mask_head import MaskHead
 from poseseg.modeling.pooler import RoIPooler
@@ -220,7 +221,7 @@ def _same_pooling(a: RoIPooler, b: RoIPooler) -> bool:
     """Whether two poolers compute the same features for the same boxes (plain RoIAlign, same settings)."""
     if type(a) is not RoIPooler or type(b) is not RoIPooler:
         return False  # e.g. deformable RoI pooling has its own learned offsets
-    keys = ("featmap_names", "output_size", "sampling_ratio", "canonical_scale", "canonical_level")
+    keys = ("featmap_names", "output_size", "sampling_ratio", "canonical_scale", "canonical_level", "aligned")
     return all(getattr(a.align, k, None) == getattr(b.align, k, None) for k in keys)
 
 
@@ -269,12 +270,12 @@ def _check_inputs(images, targets, training: bool, heads: list[str]) -> None:
 def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
     """Build the model a config describes (``cfg.model`` of a full Config, or a ModelConfig)."""
     m = cfg.model if isinstance(cfg, Config) else cfg
-    transform = GeneralizedRCNNTransform(m.input.test_size, m.input.max_size, m.input.pixel_mean,
-                                         m.input.pixel_std, size_divisible=m.input.size_divisible,
-                                         _skip_resize=True)  # training images come resized by the data pipeline
+    transform = InputTransform(m.input.test_size, m.input.max_size, m.input.pixel_mean, m.input.pixel_std,
+                               size_divisible=m.input.size_divisible, channel_order=m.input.channel_order,
+                               pixel_scale=m.input.pixel_scale)
     b = m.backbone
     backbone = ResNet(depth=b.depth, width=b.width, norm=b.norm, deform_stages=b.deform_stages,
-                      deform_modulated=b.deform_modulated, freeze_at=b.freeze_at)
+                      deform_modulated=b.deform_modulated, freeze_at=b.freeze_at, stride_in_1x1=b.stride_in_1x1)
     fpn = FPN(in_channels=backbone.out_channels, in_stages=m.fpn.in_stages, out_channels=m.fpn.channels,
               extra_pool=m.fpn.extra_pool)
     r = m.rpn
@@ -283,7 +284,7 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
                     batch_size_per_image=r.batch_size_per_image, positive_fraction=r.positive_fraction,
                     pre_nms_top_n_train=r.pre_nms_top_n_train, post_nms_top_n_train=r.post_nms_top_n_train,
                     pre_nms_top_n_test=r.pre_nms_top_n_test, post_nms_top_n_test=r.post_nms_top_n_test,
-                    nms_thresh=r.nms_thresh, score_thresh=r.score_thresh)
+                    nms_thresh=r.nms_thresh, score_thresh=r.score_thresh, round_anchors=r.round_anchors)
     roi_levels = [f"p{s}" for s in m.fpn.in_stages]
 
     def pooler(head: str, size: int) -> RoIPooler:
@@ -292,7 +293,8 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
 
             return DeformRoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
                                    channels=m.fpn.channels)
-        return RoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio)
+        return RoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
+                         aligned=m.roi.aligned)
 
     sampler = ProposalSampler(fg_iou=m.roi.fg_iou, bg_iou=m.roi.bg_iou,
                               batch_size_per_image=m.roi.batch_size_per_image,
@@ -312,7 +314,8 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
         parts["keypoint_head"] = KeypointHead(
             in_channels=m.fpn.channels, num_keypoints=k.num_keypoints, num_convs=k.num_convs, conv_dim=k.conv_dim,
             heatmap_size=k.heatmap_size, offsets=k.offsets, loss=k.loss, sigma=k.sigma,
-            offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated, norm=k.norm)
+            offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated, norm=k.norm,
+            decode=k.decode)
     loss_weights = {"loss_rpn_objectness": r.loss_weight, "loss_rpn_box": r.loss_weight,
                     "loss_box_cls": m.box.loss_weight, "loss_box_reg": m.box.loss_weight,
                     "loss_mask": m.mask.loss_weight, "loss_keypoint": m.keypoint.loss_weight,

@@ -1,6 +1,7 @@
 """Region proposal network: torchvision's RPN with anchors derived from the FPN levels."""
 from __future__ import annotations
 
+import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
@@ -18,11 +19,22 @@ def default_anchor_sizes(level_names: list[str]) -> list[list[int]]:
     return sizes
 
 
+class UnroundedAnchorGenerator(AnchorGenerator):
+    """Base anchors at their exact sizes (Detectron2's); torchvision rounds them to whole pixels."""
+
+    def generate_anchors(self, scales, aspect_ratios, dtype=torch.float32, device=torch.device("cpu")):
+        scales = torch.as_tensor(scales, dtype=dtype, device=device)
+        ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)  # height / width
+        widths = (scales[None, :] / ratios.sqrt()[:, None]).view(-1)  # (A,): area scale**2 at each ratio
+        heights = (scales[None, :] * ratios.sqrt()[:, None]).view(-1)
+        return torch.stack([-widths, -heights, widths, heights], dim=1) / 2  # (A, 4) centred xyxy
+
+
 def build_rpn(*, level_names: list[str], in_channels: int, anchor_sizes: list[list[int]],
               aspect_ratios: list[float], conv_depth: int, fg_iou: float, bg_iou: float,
               batch_size_per_image: int, positive_fraction: float, pre_nms_top_n_train: int,
               post_nms_top_n_train: int, pre_nms_top_n_test: int, post_nms_top_n_test: int,
-              nms_thresh: float, score_thresh: float) -> RegionProposalNetwork:
+              nms_thresh: float, score_thresh: float, round_anchors: bool = True) -> RegionProposalNetwork:
     sizes = anchor_sizes or default_anchor_sizes(level_names)
     if len(sizes) != len(level_names):
         raise ValueError(f"model.rpn.anchor_sizes has {len(sizes)} entries for {len(level_names)} FPN levels "
@@ -31,7 +43,7 @@ def build_rpn(*, level_names: list[str], in_channels: int, anchor_sizes: list[li
         # torchvision's RPN head shares one conv over all levels: each level needs the same anchor count.
         width = max(len(s) for s in sizes)
         sizes = [list(s) + [s[-1]] * (width - len(s)) for s in sizes]
-    generator = AnchorGenerator(tuple(tuple(s) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
+    generator = (AnchorGenerator if round_anchors else UnroundedAnchorGenerator)(tuple(tuple(s) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
     head = RPNHead(in_channels, generator.num_anchors_per_location()[0], conv_depth=conv_depth)
     return RegionProposalNetwork(
         generator, head,

@@ -12,10 +12,11 @@ background + person. Our extra parts (offset maps, deformable offsets) keep thei
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from poseseg.weights.report import Conversion, ConversionReport, apply_conversion
 
 COCO_PERSON = 1  # class index of "person" in torchvision's 91-class COCO models
 
@@ -32,6 +33,8 @@ _MASK_RULES = [
     (r"^roi_heads\.mask_predictor\.conv5_mask\.", "mask_head.deconv."),
     (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "mask_head.predictor."),
 ]
+# torchvision's ResNet-50 classifier (ImageNet checkpoints): the trunk is ours under backbone.
+_CLASSIFIER_TRUNK = re.compile(r"^(conv1|bn1|layer[1-4])\.")
 
 
 def _keypoint_conv_rule(name: str) -> str | None:
@@ -60,66 +63,74 @@ def _select_classes(name: str, value: torch.Tensor, num_classes: int) -> torch.T
     return value
 
 
+def convert_torchvision(*, keypoint_state: dict | None = None, mask_state: dict | None = None,
+                        num_classes: int = 2, prefix: tuple[str, str] = ("keypoint model: ", "mask model: ")
+                        ) -> Conversion:
+    """Every source key either converted (with the key it came from) or skipped with the reason."""
+    if keypoint_state is None and mask_state is None:
+        raise ValueError("give keypoint_state, mask_state or both (torchvision state dicts)")
+    conv = Conversion()
+    for state, tag, is_trunk in ((keypoint_state, prefix[0], True), (mask_state, prefix[1], keypoint_state is None)):
+        if state is None:
+            continue
+        for name, value in state.items():
+            src = tag + name
+            if name.endswith("num_batches_tracked"):
+                conv.skip(src, "BatchNorm step counter (unused by frozen BN)")
+                continue
+            shared = _rename(name, _SHARED_RULES)
+            if shared is not None:
+                if is_trunk:
+                    conv.add(src, shared, _select_classes(shared, value, num_classes))
+                else:
+                    conv.skip(src, "trunk, FPN, RPN and box head are taken from the keypoint model")
+                continue
+            new = _rename(name, _MASK_RULES) if state is mask_state else _keypoint_conv_rule(name)
+            if new is None:
+                conv.skip(src, "no counterpart in poseseg")
+            else:
+                conv.add(src, new, _select_classes(new, value, num_classes))
+    return conv
+
+
 def from_torchvision(*, keypoint_state: dict | None = None, mask_state: dict | None = None,
                      num_classes: int = 2) -> dict[str, torch.Tensor]:
     """A poseseg state dict (possibly partial) from torchvision Keypoint/Mask R-CNN state dicts."""
-    if keypoint_state is None and mask_state is None:
-        raise ValueError("give keypoint_state, mask_state or both (torchvision state dicts)")
-    out: dict[str, torch.Tensor] = {}
-    trunk_source = keypoint_state if keypoint_state is not None else mask_state
-    for name, value in trunk_source.items():
-        new = _rename(name, _SHARED_RULES)
-        if new is not None:
-            out[new] = _select_classes(new, value, num_classes)
-    if mask_state is not None:
-        for name, value in mask_state.items():
-            new = _rename(name, _MASK_RULES)
-            if new is not None:
-                out[new] = _select_classes(new, value, num_classes)
-    if keypoint_state is not None:
-        for name, value in keypoint_state.items():
-            new = _keypoint_conv_rule(name)
-            if new is not None:
-                out[new] = value
-    return out
+    return convert_torchvision(keypoint_state=keypoint_state, mask_state=mask_state, num_classes=num_classes).tensors
 
 
-@dataclass
-class LoadReport:
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # ours, kept at their initial values
-    unexpected: list[str] = field(default_factory=list)  # converted but absent from our model
+def convert_torchvision_classifier(state: dict, *, source: str = "") -> Conversion:
+    """torchvision ``resnet*`` ImageNet classifier -> our backbone (the fc layer is skipped)."""
+    conv = Conversion()
+    for name, value in state.items():
+        if name.endswith("num_batches_tracked"):
+            conv.skip(source + name, "BatchNorm step counter (unused by frozen BN)")
+        elif _CLASSIFIER_TRUNK.match(name):
+            conv.add(source + name, "backbone." + name, value)
+        else:
+            conv.skip(source + name, "ImageNet classifier layer (detection needs only the trunk)")
+    return conv
 
+
+LoadReport = ConversionReport  # the name load_torchvision returned before the weights package
 
 # Our parameters torchvision never has: they keep their (zero / fresh) initialisation.
 _OURS_ONLY = re.compile(r"(offset_conv|offset_deconv|num_batches_tracked|deform_offset)")
 
 
 def load_torchvision(model: nn.Module, *, keypoint_state: dict | None = None, mask_state: dict | None = None,
-                     strict: bool = True) -> LoadReport:
+                     strict: bool = True) -> ConversionReport:
     """Load converted torchvision weights into ``model``; with ``strict``, every part the model
     shares with torchvision's detectors must be covered and every converted tensor must fit."""
-    state = from_torchvision(keypoint_state=keypoint_state, mask_state=mask_state,
-                             num_classes=model.box_head.cls_score.out_features)
-    own = model.state_dict()
-    report = LoadReport()
-    for name, value in state.items():
-        if name not in own:
-            report.unexpected.append(name)
-        elif own[name].shape != value.shape:
-            raise ValueError(f"torchvision tensor for '{name}' has shape {tuple(value.shape)}, our model "
-                             f"expects {tuple(own[name].shape)}; build the model with a matching config "
-                             "(ResNet-50, FPN [2, 3, 4, 5] with 256 channels, 1024-d box head, 4x256 mask head, "
-                             "8x512 keypoint head)")
-        else:
-            report.loaded.append(name)
-    report.missing = [n for n in own if n not in state]
-    model.load_state_dict({n: state[n] for n in report.loaded}, strict=False)
+    conv = convert_torchvision(keypoint_state=keypoint_state, mask_state=mask_state,
+                               num_classes=model.box_head.cls_score.out_features)
+    report = apply_conversion(model, conv, source="torchvision weights")
     if strict:
-        needed = [n for n in report.missing if not _OURS_ONLY.search(n)
+        needed = [n for n in report.left_at_init if not _OURS_ONLY.search(n)
                   and not (n.startswith("mask_head") and mask_state is None)
                   and not (n.startswith("keypoint_head") and keypoint_state is None)]
         if needed or report.unexpected:
+            unused = [ours for _, ours in report.unexpected]
             raise ValueError(f"torchvision weights do not cover {needed[:5]}{'...' if len(needed) > 5 else ''} "
-                             f"and have unused {report.unexpected[:5]}; pass strict=False to load what fits")
+                             f"and have unused {unused[:5]}; pass strict=False to load what fits")
     return report
