@@ -133,6 +133,20 @@ def test_tiny_parity_with_deformable_pooling_and_any_size(coco_images, tmp_path)
     assert_parity(model, OrtModel(report.path), coco_images)  # 4 different image sizes, one file
 
 
+def test_dcn_v1_keypoint_only_groupnorm_parity(coco_images, tmp_path):
+    # DCN v1 (offsets, no modulation) in the backbone and the keypoint head; no mask head; GroupNorm;
+    # the paper's sigmoid-MSE heatmaps without offset maps
+    model, _ = build("tiny", ["model.heads=[box,keypoint]", "model.backbone.deform_stages=[4,5]",
+                              "model.backbone.deform_modulated=false", "model.keypoint.deform=true",
+                              "model.keypoint.deform_modulated=false", "model.backbone.norm=gn",
+                              "model.keypoint.loss=mse", "model.keypoint.offsets=false",
+                              "model.box.detections_per_image=5"], offsets=True)
+    report = export_onnx(model, tmp_path / "v1.onnx")
+    assert "mask_probs" not in report.outputs
+    assert report.op_counts["DeformConv"] == 8 + 4  # res4, res5 (2 blocks x 2 convs each) + 4 in the head
+    assert_parity(model, OrtModel(report.path), coco_images[1:2])
+
+
 @pytest.fixture(scope="module")
 def regular(tmp_path_factory):
     model, cfg = build("paper_regular", SMALL)

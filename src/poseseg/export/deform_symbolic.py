@@ -7,6 +7,8 @@ bilinear sampling with zeros outside the input. So the mapping is one node, no d
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch.onnx import symbolic_helper
 
@@ -34,7 +36,6 @@ def register_deform_conv_symbolic(opset: int) -> None:
         raise ExportError(f"deformable convolution needs ONNX opset >= {DEFORM_CONV_OPSET} (DeformConv); "
                           f"got --opset {opset}")
     if opset not in _registered_opsets:
-        import torchvision.ops  # noqa: F401  (loads the torchvision:: operators)
-
+        importlib.import_module("torchvision.ops")  # loads the torchvision:: operators
         torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", deform_conv2d_symbolic, opset)
         _registered_opsets.add(opset)

@@ -9,6 +9,7 @@ the config, the keypoint schema and the output names, so ``OrtModel`` needs noth
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -90,10 +91,15 @@ def export_onnx(model: PoseSegModel, out: str | Path, *, opset: int = DEFORM_CON
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on size arithmetic it records as constants
         tmp_file = Path(tmp) / out.name
-        with torch.no_grad():
-            torch.onnx.export(graph, (example,), str(tmp_file), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=names, dynamic_axes=dynamic_axes,
-                              do_constant_folding=True)
+        try:
+            with torch.no_grad():
+                torch.onnx.export(graph, (example,), str(tmp_file), dynamo=False, opset_version=opset,
+                                  input_names=["image"], output_names=names, dynamic_axes=dynamic_axes,
+                                  do_constant_folding=True)
+        except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"torch.onnx could not export this model at opset {opset}: {first[:400]} "
+                              "(set POSESEG_DEBUG=1 for the traceback)") from e
         proto = onnx.load(str(tmp_file))
         _set_metadata(proto, names=names, config=config,
                       keypoint_schema=keypoint_schema if keypoint_schema is not None else model.keypoint_schema,
@@ -138,10 +144,8 @@ def export_checkpoint(weights: str | Path, out: str | Path, *, config: str | Pat
     """``poseseg export``: a checkpoint (its saved config, or ``config`` + ``overrides``) -> ``out``."""
     from poseseg.predictor import load_model
 
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ExportError("ONNX export needs the onnx package: pip install 'poseseg[export]'") from None
+    if importlib.util.find_spec("onnx") is None:
+        raise ExportError("ONNX export needs the onnx package: pip install 'poseseg[export]'")
     if size is not None and (len(size) != 2 or min(size) < 32):
         raise ExportError(f"--size takes the image height and width in pixels (each >= 32), got {list(size)}")
     model, cfg = load_model(weights, config=config, overrides=overrides)

@@ -48,7 +48,10 @@ def providers_for(device: str) -> list[str]:
 class OrtModel:
     """An exported poseseg model in an ONNX Runtime session; called like the PyTorch model in eval mode."""
 
-    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0):
+    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0,
+                 spin: bool = True):
+        """``threads``: ORT's intra-op threads (0: its default); ``spin=False`` stops its workers from
+        busy-waiting after a run (for benchmarks that time other work in the same process)."""
         ort = _import_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
@@ -56,6 +59,8 @@ class OrtModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                                 providers=providers or ["CPUExecutionProvider"])
