@@ -2,12 +2,13 @@
 
 ``InferenceGraph(model)(image)`` runs the trained model's own modules (transform, backbone, FPN,
 RPN, poolers, heads, keypoint codec) in the order ``PoseSegModel`` runs them at inference, and
-returns flat tensors instead of a list of dicts. What differs from ``PoseSegModel._detect`` is
-only what the tracer cannot follow: the "no detections" branch (the heads simply run on zero
-boxes) and deformable RoI pooling's per-level Python loop (here every level is sampled and the
-box's own level is selected with ``where``). Masks leave the graph as the per-detection M x M
-probabilities; ``OrtModel`` pastes them with torchvision's ``paste_masks_in_image``, the same
-function the PyTorch path's postprocess calls.
+returns flat tensors instead of a list of dicts. What differs from the PyTorch path is only what
+the tracer cannot follow or would record wrongly: the resized size is computed in float64 as
+eager PyTorch does; the heads always run (on the detections plus one dropped placeholder box,
+instead of a Python "no detections" branch); deformable RoI pooling's per-level Python loop
+becomes "sample every level, keep the box's own" with ``where``. Masks leave the graph as the
+per-detection M x M probabilities; ``OrtModel`` pastes them with torchvision's
+``paste_masks_in_image``, the same function the PyTorch path's postprocess calls.
 """
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
-
-from poseseg.export.deform_symbolic import ExportError
 
 from poseseg.modeling.deform_pooler import DeformRoIPooler
 from poseseg.modeling.model import PoseSegModel, _same_pooling
@@ -61,15 +60,15 @@ class InferenceGraph(nn.Module):
         labels = torch.cat([labels, labels.new_ones(1)])
         mask_pooled = None
         if m.mask_head is not None:
-            mask_pooled = pool(m.mask_pooler, features, boxes, image_sizes)  # (N, C, S, S)
-            logits = m.mask_head(mask_pooled)  # (N, num_classes, M, M)
+            mask_pooled = pool(m.mask_pooler, features, boxes, image_sizes)  # (N + 1, C, S, S)
+            logits = m.mask_head(mask_pooled)  # (N + 1, num_classes, M, M)
             size = logits.shape[-1]
             index = labels.view(-1, 1, 1, 1).expand(-1, 1, size, size)
             outputs.append(logits.gather(1, index).sigmoid()[:-1])  # (N, 1, M, M): the predicted class's mask
         if m.keypoint_head is not None:
             same = mask_pooled is not None and _same_pooling(m.mask_pooler, m.keypoint_pooler)
             pooled = mask_pooled if same else pool(m.keypoint_pooler, features, boxes, image_sizes)
-            heatmaps, offsets = m.keypoint_head(pooled)  # (N, K, H, H), (N, 2K, H, H)
+            heatmaps, offsets = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H)
             decoded = m.keypoint_head.codec.decode(heatmaps, offsets, boxes)
             ratio = _xy_ratio(image_sizes[0], original_size, boxes)  # (2,) resized -> original, x then y
             keypoints = torch.cat([decoded.keypoints[..., :2] * ratio, decoded.keypoints[..., 2:]], dim=-1)
@@ -84,8 +83,6 @@ def preprocess(transform: GeneralizedRCNNTransform, image: torch.Tensor) -> Imag
     PyTorch's float64 ``floor(size * scale)`` (425 x 640 -> 319 rows instead of 320); a different
     input to the whole network. Here the size is computed in float64 and given to the resize.
     """
-    if transform.fixed_size is not None:
-        raise ExportError("model.transform.fixed_size is set; the exported graph resizes by test_size/max_size only")
     image = transform.normalize(image)
     shape = torch._shape_as_tensor(image)[-2:].to(torch.float64)  # (2,) H, W
     # 1-D tensors throughout: the exporter types 0-d constants (and Python scalars) as float32

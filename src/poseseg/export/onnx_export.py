@@ -53,11 +53,16 @@ def check_exportable(model: PoseSegModel, opset: int) -> None:
 
     if model.training:
         raise ExportError("the model is in training mode; call model.eval() before exporting")
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ExportError("export traces on the CPU: call model.cpu() first (the file runs on any ORT provider)")
     if opset < MIN_OPSET:
         raise ExportError(f"keypoint decoding (GridSample) and RoIAlign's sampling need ONNX opset >= {MIN_OPSET}; "
                           f"got --opset {opset}")
     if opset > MAX_OPSET:
         raise ExportError(f"the TorchScript-based exporter writes ONNX opsets up to {MAX_OPSET}; got --opset {opset}")
+    if model.transform.fixed_size is not None:
+        raise ExportError("the model's transform has a fixed_size; the exported graph resizes by "
+                          "model.input.test_size / max_size only")
     deformable = [name for name, module in model.named_modules() if isinstance(module, DeformConv2d)]
     if deformable and opset < DEFORM_CONV_OPSET:
         raise ExportError(f"layer '{deformable[0]}' (and {len(deformable) - 1} more) is a deformable convolution, "
