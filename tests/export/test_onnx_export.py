@@ -185,6 +185,7 @@ def test_no_detections_gives_empty_outputs(tmp_path):
 def test_fixed_size_export_refuses_other_sizes(tmp_path):
     model, _ = build("tiny", [])
     report = export_onnx(model, tmp_path / "fixed.onnx", size=(240, 320))
+    assert report.input_size == (240, 320) and "(3, 240, 320)" in report.summary()
     runner = OrtModel(report.path)
     with torch.no_grad():
         ref = model([torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(3))])[0]

@@ -37,11 +37,11 @@ class ExportReport:
     op_counts: dict[str, int] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
-    dynamic: bool = True
+    input_size: tuple[int, int] | None = None  # (H, W) when fixed, None when any size is accepted
 
     def summary(self) -> str:
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.op_counts.items()))
-        shape = "(3, H, W) any size" if self.dynamic else "fixed size"
+        shape = "(3, H, W) any size" if self.input_size is None else f"(3, {self.input_size[0]}, {self.input_size[1]})"
         return (f"wrote {self.path} ({self.size_bytes / 2**20:.1f} MiB), ONNX opset {self.opset}, checked by "
                 f"onnx.checker\n  input: image {shape}\n  outputs: {', '.join(self.outputs)}\n"
                 f"  {sum(self.op_counts.values())} nodes, {len(self.op_counts)} op types: {ops}")
@@ -114,7 +114,7 @@ def export_onnx(model: PoseSegModel, out: str | Path, *, opset: int = DEFORM_CON
         os.replace(tmp_file, out)
     return ExportReport(path=out, opset=opset, size_bytes=out.stat().st_size,
                         op_counts=dict(Counter(n.op_type for n in _all_nodes(proto.graph))), inputs=["image"],
-                        outputs=names, dynamic=size is None)
+                        outputs=names, input_size=size)
 
 
 def _all_nodes(graph):
