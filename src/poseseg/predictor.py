@@ -84,8 +84,9 @@ class Predictor:
             from poseseg.export.ort_model import OrtModel, providers_for
 
             if config is not None or overrides:
-                raise ValueError(f"{weights} is an exported ONNX graph: its config is fixed at export; "
-                                 "export again with the config and overrides you want")
+                raise ValueError(f"{weights} is an exported ONNX graph: its config is fixed at export, so "
+                                 f"--config and overrides ({overrides}) cannot apply; export again with them "
+                                 "(flip test-time augmentation is not available in an exported graph)")
             self.model = OrtModel(weights, providers=providers_for(device))
             self.cfg, self.device = self.model.config(), torch.device("cpu")  # inputs go to ORT as numpy
         else:

@@ -114,10 +114,13 @@ def test_deform_conv_layer_in_ort_equals_ours_and_torchvision(tmp_path, modulate
     torch.testing.assert_close(got, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_deformable_layers_below_opset_19_name_the_layer(tmp_path):
+def test_what_cannot_be_exported_faithfully_is_refused_by_name(tmp_path):
     model, _ = build("tiny", ["model.backbone.deform_stages=[4,5]"])
     with pytest.raises(ExportError, match=r"backbone\.layer3\.0\.conv1.*--opset 19"):
         export_onnx(model, tmp_path / "m.onnx", opset=17)
+    model.test_flip = True  # flip test-time augmentation: a second pass the graph does not have
+    with pytest.raises(ExportError, match="model.test_flip=false"):
+        export_onnx(model, tmp_path / "m.onnx")
 
 
 # ----------------------------------------------------------------------------- whole-model parity

@@ -60,6 +60,9 @@ def check_exportable(model: PoseSegModel, opset: int) -> None:
                           f"got --opset {opset}")
     if opset > MAX_OPSET:
         raise ExportError(f"the TorchScript-based exporter writes ONNX opsets up to {MAX_OPSET}; got --opset {opset}")
+    if getattr(model, "test_flip", False):
+        raise ExportError("model.test_flip (flip test-time augmentation of the mask and keypoint heads) is not "
+                          "part of the exported graph; export with model.test_flip=false")
     if model.transform.fixed_size is not None:
         raise ExportError("the model's transform has a fixed_size; the exported graph resizes by "
                           "model.input.test_size / max_size only")
