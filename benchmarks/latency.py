@@ -31,6 +31,12 @@ process's peak resident set (VmHWM in /proc/self/status) after one inference (Py
 ``infer_rss_mb`` the part added by the inference (peak minus the resident size just before it).
 ``tv_pair`` holds both torchvision models and runs one then the other.
 
+ONNX Runtime (issue 17): ``ort_tiny``, ``ort_ours`` and ``ort_paper_rb_h`` are the same three models
+(same weights, same image) exported by ``poseseg.export`` (dynamic size, opset 19, deformable convs as
+DeformConv) and run by ``OrtModel`` with ``--threads`` intra-op threads and spinning off; they take part
+in the same rotated rounds. ``ort_over_torch`` in the JSON is ORT's median over PyTorch's, by preset.
+FLOPs of an ORT model are those of its PyTorch twin. ``--no-ort`` leaves them out.
+
 Targets (issue 8): ours / (keypoint + mask torchvision) <= 0.62; ours >= 55 % of the GEMM's GFLOP/s.
 """
 from __future__ import annotations
@@ -42,6 +48,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -83,6 +90,19 @@ def build(name: str, detections: int, size: int) -> tuple[torch.nn.Module, int]:
         overrides += [f"model.input.test_size={size}", f"model.input.max_size={max_size}"]
     cfg = poseseg.load_config(preset, overrides=overrides)
     return poseseg.build_model(cfg).eval(), cfg.model.input.test_size
+
+
+ORT_TWINS = {"ort_tiny": "tiny", "ort_ours": "ours", "ort_paper_rb_h": "paper_rb_h"}  # ORT name -> PyTorch name
+PRESET_OF = {"ours": "paper_regular"}
+
+
+def build_ort(torch_model: torch.nn.Module, path: str, threads: int):
+    """The PyTorch model exported to ``path`` and loaded in an ONNX Runtime session."""
+    from poseseg.export.onnx_export import export_onnx
+    from poseseg.export.ort_model import OrtModel
+
+    export_onnx(torch_model, path)
+    return OrtModel(path, threads=threads, spin=False)
 
 
 def run_once(model: torch.nn.Module, image: torch.Tensor, detections: int, name: str) -> float:
@@ -144,6 +164,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--detections", type=int, default=20)
     p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
+    p.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime columns")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--_memory-child", dest="memory_child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -161,10 +182,17 @@ def main() -> None:
     for n in names:
         models[n], own_size = build(n, args.detections, args.size)
         images[n] = make_image(own_size)
+    ort_dir = tempfile.TemporaryDirectory()
+    if not args.no_ort:
+        for n, twin in ORT_TWINS.items():
+            models[n] = build_ort(models[twin], os.path.join(ort_dir.name, f"{twin}.onnx"), args.threads)
+            images[n] = images[twin]
+            names.append(n)
 
     print(f"torch {torch.__version__}, {args.threads} threads, {cpu_model()}, image {tuple(images['ours'].shape[1:])}, "
           f"{args.detections} detections, {args.warmup} warm-up + {args.runs} timed rounds", flush=True)
-    flops = {n: count_flops(models[n], images[n]) for n in names}
+    flops = {n: count_flops(models[n], images[n]) for n in names if n not in ORT_TWINS}
+    flops.update({n: flops[twin] for n, twin in ORT_TWINS.items() if n in names})
     a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
     times: dict[str, list[float]] = {n: [] for n in names}
     gemm: list[float] = []
@@ -188,7 +216,7 @@ def main() -> None:
     gemm_gflops = 2 * GEMM_N**3 / statistics.median(gemm) / 1e9
     memory = {}
     if not args.no_memory:
-        for n in names:
+        for n in (n for n in names if n not in ORT_TWINS):
             memory[n] = measure_memory([n], args.size, args.detections, args.threads)
         memory["tv_pair"] = measure_memory(["tv_keypoint", "tv_mask"], args.size, args.detections, args.threads)
 
@@ -213,6 +241,9 @@ def main() -> None:
         "other_processes_cores_per_round": foreign, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rb_h_over_regular": per_model["paper_rb_h"]["median_s"] / ours_s,
         "rb_h_over_multi_scale": per_model["paper_rb_h"]["median_s"] / per_model["paper_multi_scale"]["median_s"],
+        "ort_over_torch": {PRESET_OF.get(twin, twin): per_model[n]["median_s"] / per_model[twin]["median_s"]
+                           for n, twin in ORT_TWINS.items() if n in per_model},
+        "onnxruntime": _onnxruntime_version(),
         "tv_pair_memory": memory.get("tv_pair"), "models": per_model, "notes": notes,
         "size": args.size, "detections": args.detections, "threads": args.threads, "runs": args.runs,
         "warmup": args.warmup, "torch": torch.__version__, "torchvision": torchvision.__version__, "cpu": cpu_model(),
@@ -223,6 +254,14 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+
+
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
 
 
 def format_table(r: dict) -> str:
@@ -248,6 +287,9 @@ def format_table(r: dict) -> str:
               f"{100 * GEMM_FRACTION_TARGET:.0f} %: {ok[r['gemm_fraction_met']]}"]
     lines.append(f"refinement (issue 4, target <= 1.3): paper_rb_h / paper_regular = {r['rb_h_over_regular']:.2f}, "
                  f"paper_rb_h / paper_multi_scale (same FPN, no refinement) = {r['rb_h_over_multi_scale']:.2f}")
+    if r["ort_over_torch"]:
+        lines.append(f"ONNX Runtime {r['onnxruntime']} / PyTorch (same model, image and rounds): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in r["ort_over_torch"].items()))
     busy = r["other_processes_cores_per_round"]
     lines.append(f"other processes took {statistics.median(busy):.2f} cores (median; max {max(busy):.2f}) of "
                  f"{r['cpus']} during the timed rounds; load average {r['loadavg_start'][0]:.2f} at start, "

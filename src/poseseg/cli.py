@@ -1,4 +1,4 @@
-"""The ``poseseg`` command: synth, train, eval, predict, serve, demo, check-data, show-data, presets.
+"""The ``poseseg`` command: synth, train, eval, predict, export, serve, demo, check-data, show-data, presets.
 
 Every verb that takes a config also takes ``key=value`` overrides of any config key; the flags
 are shorthands for the most common keys.
@@ -186,6 +186,15 @@ def cmd_convert_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from poseseg.export.onnx_export import export_checkpoint
+
+    report = export_checkpoint(args.weights, args.out, config=args.config, overrides=list(args.overrides),
+                               opset=args.opset, size=args.size)
+    print(report.summary())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from poseseg.demo import run_demo
 
@@ -298,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show_data)
 
     p = sub.add_parser("predict", help="overlays and COCO results for images, folders, globs, videos, .txt lists")
-    p.add_argument("--weights", required=True, help="a poseseg checkpoint (carries its config and schema) or named "
-                   "weights, e.g. torchvision-coco (poseseg weights list)")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint (carries its config and schema), named "
+                   "weights, e.g. torchvision-coco (poseseg weights list), or an exported .onnx file (ONNX Runtime)")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", help="output folder (default runs/predict/expN)")
     p.add_argument("--config", help="config, only for a bare state dict")
@@ -311,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of the weights, e.g. --set model.input.test_size=640 (repeatable)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint to one ONNX file (deformable layers as DeformConv)")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=19, help="ONNX opset (16-20; deformable layers need 19+)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="fix the input image size")
+    shape.add_argument("--dynamic", action="store_true", help="any input image size (the default)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
     p.add_argument("--minutes", type=float, default=9.0, help="total time budget, data generation included")

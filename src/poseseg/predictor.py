@@ -1,5 +1,8 @@
 """Run a trained model on images: ``Predictor(weights).predict(image)`` -> numpy arrays.
 
+``weights`` is a poseseg checkpoint, or a ``.onnx`` file from ``poseseg export`` (run by ONNX Runtime
+with the same outputs).
+
 An image is a file path, a PIL image or an HxWx3 uint8 RGB array. A checkpoint carries its
 config and keypoint schema, so the weights file is all that is needed.
 """
@@ -90,9 +93,19 @@ class Predictor:
                  score_thresh: float = 0.5, overrides: list[str] | None = None):
         from poseseg.engine.train import resolve_device
 
-        self.model, self.cfg = load_model(weights, config=config, overrides=overrides)
-        self.device = resolve_device(device)
-        self.model.to(self.device)
+        if str(weights).lower().endswith(".onnx"):  # an exported file: run it with ONNX Runtime
+            from poseseg.export.ort_model import OrtModel, providers_for
+
+            if config is not None or overrides:
+                raise ValueError(f"{weights} is an exported ONNX graph: its config is fixed at export, so "
+                                 f"--config and overrides ({overrides}) cannot apply; export again with them "
+                                 "(flip test-time augmentation is not available in an exported graph)")
+            self.model = OrtModel(weights, providers=providers_for(device))
+            self.cfg, self.device = self.model.config(), torch.device("cpu")  # inputs go to ORT as numpy
+        else:
+            self.model, self.cfg = load_model(weights, config=config, overrides=overrides)
+            self.device = resolve_device(device)
+            self.model.to(self.device)
         self.score_thresh = score_thresh
         self.schema = self.model.keypoint_schema
 

@@ -187,10 +187,11 @@ def deform_conv2d(
     Same arguments, shapes, offset layout and result as :func:`torchvision.ops.deform_conv2d`
     (see the module docstring). Differentiable with respect to ``input``, ``offset``,
     ``weight``, ``bias`` and ``mask`` (first order). CPU tensors use our implementation,
-    anything else torchvision's kernel.
+    anything else (and an ONNX export's trace) torchvision's kernel.
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    if input.device.type != "cpu":
+    if input.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+        # ONNX export traces torchvision's op (same numerics), which poseseg.export maps to DeformConv
         import torchvision
 
         return torchvision.ops.deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding,

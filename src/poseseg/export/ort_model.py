@@ -1,0 +1,119 @@
+"""Run an exported ``.onnx`` file with ONNX Runtime behind the PyTorch model's interface.
+
+``OrtModel("model.onnx")([image])`` returns what ``PoseSegModel`` returns in eval mode: one dict
+per image with ``boxes``, ``scores``, ``labels``, ``masks`` (N, 1, H, W) probabilities pasted
+into the image, ``keypoints`` and ``keypoint_scores`` (and ``keypoint_peaks`` when
+``return_keypoint_peaks``), as torch tensors, so ``Predictor``, drawing and the JSON writer
+are shared. The keypoint schema and config come from the file's metadata.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from poseseg.export.deform_symbolic import ExportError
+
+ONNX_MAGIC_HINT = "re-export it with `poseseg export --weights CHECKPOINT --format onnx --out FILE`"
+
+
+def is_onnx_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("running an .onnx file needs ONNX Runtime: pip install 'poseseg[export]'") from None
+    return onnxruntime
+
+
+def providers_for(device: str) -> list[str]:
+    """ONNX Runtime execution providers for a poseseg ``--device`` (auto, cpu, cuda, cuda:N)."""
+    available = _import_onnxruntime().get_available_providers()
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise ValueError(f"--device {device}: this onnxruntime has no CUDA provider (it has {available}); "
+                             "install onnxruntime-gpu or use --device cpu")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtModel:
+    """An exported poseseg model in an ONNX Runtime session; called like the PyTorch model in eval mode."""
+
+    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0,
+                 spin: bool = True):
+        """``threads``: ORT's intra-op threads (0: its default); ``spin=False`` stops its workers from
+        busy-waiting after a run (for benchmarks that time other work in the same process)."""
+        ort = _import_onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "DeformConv" in first:
+                raise ExportError(f"{self.path} has deformable convolutions (DeformConv) and onnxruntime "
+                                  f"{ort.__version__} cannot run them: pip install 'onnxruntime>=1.25'") from None
+            raise ExportError(f"{self.path} is not a loadable ONNX model ({first[:300]}); {ONNX_MAGIC_HINT}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "poseseg_format" not in meta:
+            raise ExportError(f"{self.path} is an ONNX model but not a poseseg export (its metadata has no "
+                              f"'poseseg_format'); {ONNX_MAGIC_HINT}")
+        self.output_names: list[str] = json.loads(meta["outputs"])
+        self.keypoint_schema: dict | None = json.loads(meta.get("keypoint_schema", "null"))
+        self.config_dict: dict | None = json.loads(meta.get("config", "null"))
+        size = json.loads(meta.get("input_size", "null"))
+        self.input_size: tuple[int, int] | None = tuple(size) if size else None
+        self.return_keypoint_peaks = False  # same switch as PoseSegModel
+
+    @property
+    def heads(self) -> list[str]:
+        return ["box"] + [h for h, out in (("mask", "mask_probs"), ("keypoint", "keypoints")) if out in self.output_names]
+
+    def config(self):
+        """The exporting model's Config (None when it was exported without one)."""
+        from poseseg.config import config_from_dict
+
+        return config_from_dict(self.config_dict) if self.config_dict else None
+
+    def eval(self) -> "OrtModel":
+        return self
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        if not isinstance(images, (list, tuple)) or not all(isinstance(i, torch.Tensor) and i.ndim == 3 and
+                                                             i.shape[0] == 3 for i in images):
+            raise ValueError("images must be a list of (3, H, W) float tensors in [0, 1]")
+        return [self._run_one(img) for img in images]
+
+    def _run_one(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        height, width = image.shape[-2:]
+        if self.input_size is not None and (height, width) != self.input_size:
+            raise ValueError(f"{self.path} was exported for {self.input_size[0]}x{self.input_size[1]} images, got "
+                             f"{height}x{width}; resize the image or export with --dynamic")
+        pixels = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
+        values = self.session.run(self.output_names, {"image": pixels})
+        raw = {n: torch.from_numpy(v) for n, v in zip(self.output_names, values)}
+        pred = {"boxes": raw["boxes"], "scores": raw["scores"], "labels": raw["labels"]}
+        if "mask_probs" in raw:
+            # the PyTorch path's postprocess pastes with this same function
+            pred["masks"] = paste_masks_in_image(raw["mask_probs"], raw["boxes"], (height, width))
+        if "keypoints" in raw:
+            pred["keypoints"], pred["keypoint_scores"] = raw["keypoints"], raw["keypoint_scores"]
+            if self.return_keypoint_peaks:
+                pred["keypoint_peaks"] = raw["keypoint_peaks"]
+        return pred

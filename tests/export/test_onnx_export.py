@@ -1,0 +1,263 @@
+"""ONNX export (issue 17): the whole model in ONNX Runtime equals the PyTorch path.
+
+The big presets run at 320 px with 5 detections and are exported once per module.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import poseseg
+from poseseg.cli import main
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from poseseg.data.image_io import load_image_rgb  # noqa: E402
+from poseseg.data.schema import KeypointSchema  # noqa: E402
+from poseseg.export.deform_symbolic import ExportError, register_deform_conv_symbolic  # noqa: E402
+from poseseg.export.onnx_export import export_onnx  # noqa: E402
+from poseseg.export.ort_model import OrtModel  # noqa: E402
+from poseseg.ops import DeformConv2d, deform_conv2d  # noqa: E402
+from poseseg.predictor import Predictor, to_tensor_image  # noqa: E402
+
+SMALL = ["model.input.test_size=320", "model.input.max_size=512", "model.box.detections_per_image=5"]
+
+
+def build(preset: str, overrides: list[str], *, offsets: bool = False):
+    """A model with fixed random weights; ``offsets``: every learned-offset branch made non-zero."""
+    torch.manual_seed(0)
+    cfg = poseseg.load_config(preset, overrides)
+    model = poseseg.build_model(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        # spread the person scores so that detection order never hangs on a rounding difference
+        model.box_head.cls_score.weight.normal_(0, 0.2, generator=g)
+        if offsets:
+            for module in model.modules():
+                if isinstance(module, DeformConv2d):
+                    module.offset_conv.weight.normal_(0, 0.01, generator=g)
+                    module.offset_conv.bias.normal_(0, 0.5, generator=g)
+                if hasattr(module, "offset_fc"):  # deformable RoI pooling
+                    module.offset_fc.weight.normal_(0, 1e-3, generator=g)
+                    module.offset_fc.bias.normal_(0, 0.3, generator=g)
+    return model, cfg
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a >= 0.5, b >= 0.5
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def assert_parity(model, runner: OrtModel, images: list[torch.Tensor]) -> None:
+    runner.return_keypoint_peaks = model.return_keypoint_peaks = True
+    total = 0
+    for img in images:
+        with torch.no_grad():
+            ref = model([img])[0]
+        got = runner([img])[0]
+        assert set(got) == set(ref)
+        n = ref["boxes"].shape[0]
+        assert got["boxes"].shape[0] == n
+        total += n
+        torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-2, rtol=0)
+        torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-3, rtol=0)
+        assert torch.equal(got["labels"], ref["labels"])
+        if "masks" in ref:
+            assert got["masks"].shape == ref["masks"].shape
+            ious = [mask_iou(a, b) for a, b in zip(got["masks"], ref["masks"])]
+            assert min(ious, default=1.0) > 0.99
+        if "keypoints" in ref:
+            torch.testing.assert_close(got["keypoints"], ref["keypoints"], atol=0.1, rtol=0)
+            torch.testing.assert_close(got["keypoint_scores"], ref["keypoint_scores"], atol=1e-3, rtol=0)
+            torch.testing.assert_close(got["keypoint_peaks"], ref["keypoint_peaks"], atol=0.1, rtol=0)
+    assert total > 0, "no detections: the heads' parity went untested"
+
+
+@pytest.fixture(scope="module")
+def coco_images(coco_sample) -> list[torch.Tensor]:
+    """The 4 COCO sample images (4 different sizes), as the model takes them."""
+    return [to_tensor_image(load_image_rgb(p)) for p in sorted(coco_sample.glob("*.jpg"))]
+
+
+# ----------------------------------------------------------------------------- one DCN layer
+
+
+@pytest.mark.parametrize("modulated,stride,offset_groups,bias", [(True, 1, 1, False), (False, 2, 2, True)])
+def test_deform_conv_layer_in_ort_equals_ours_and_torchvision(tmp_path, modulated, stride, offset_groups, bias):
+    import torchvision
+
+    layer = DeformConv2d(8, 6, 3, stride=stride, padding=1, offset_groups=offset_groups, modulated=modulated,
+                         bias=bias).eval()
+    with torch.no_grad():
+        layer.offset_conv.weight.normal_(0, 0.3)
+        layer.offset_conv.bias.normal_(0, 1.0)
+    x = torch.randn(2, 8, 11, 13)
+    register_deform_conv_symbolic(19)
+    path = tmp_path / "dcn.onnx"
+    torch.onnx.export(layer, (x,), str(path), dynamo=False, opset_version=19, input_names=["x"])
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert "DeformConv" in {n.op_type for n in proto.graph.node}
+    got = torch.from_numpy(ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0])
+    with torch.no_grad():
+        offset, mask = layer.offsets(x)
+        assert offset.abs().mean() > 0.3  # far from the plain convolution's grid
+        ours = deform_conv2d(x, offset, layer.weight, layer.bias, stride=stride, padding=1, mask=mask)
+        theirs = torchvision.ops.deform_conv2d(x, offset, layer.weight, layer.bias, stride=stride, padding=1,
+                                               mask=mask)
+    torch.testing.assert_close(got, ours, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_what_cannot_be_exported_faithfully_is_refused_by_name(tmp_path):
+    model, _ = build("tiny", ["model.backbone.deform_stages=[4,5]"])
+    with pytest.raises(ExportError, match=r"backbone\.layer3\.0\.conv1.*--opset 19"):
+        export_onnx(model, tmp_path / "m.onnx", opset=17)
+    model.test_flip = True  # flip test-time augmentation: a second pass the graph does not have
+    with pytest.raises(ExportError, match="model.test_flip=false"):
+        export_onnx(model, tmp_path / "m.onnx")
+
+
+# ----------------------------------------------------------------------------- whole-model parity
+
+
+def test_tiny_parity_with_deformable_pooling_and_any_size(coco_images, tmp_path):
+    # deformable RoI pooling (decomposed into standard ops) with non-zero offsets, dynamic image size
+    model, cfg = build("tiny", ["model.roi.deform_pool=[mask,keypoint]"], offsets=True)
+    report = export_onnx(model, tmp_path / "tiny.onnx", config=cfg.to_dict())
+    assert report.opset == 19 and report.size_bytes > 1e6
+    assert {"RoiAlign", "NonMaxSuppression", "GridSample", "GatherElements"} <= set(report.op_counts)
+    assert not any(op.startswith("ATen") or op == "DeformConv" for op in report.op_counts)
+    assert_parity(model, OrtModel(report.path), coco_images)  # 4 different image sizes, one file
+
+
+def test_dcn_v1_keypoint_only_groupnorm_parity(coco_images, tmp_path):
+    # DCN v1 (offsets, no modulation) in the backbone and the keypoint head; no mask head; GroupNorm;
+    # the paper's sigmoid-MSE heatmaps without offset maps
+    model, _ = build("tiny", ["model.heads=[box,keypoint]", "model.backbone.deform_stages=[4,5]",
+                              "model.backbone.deform_modulated=false", "model.keypoint.deform=true",
+                              "model.keypoint.deform_modulated=false", "model.backbone.norm=gn",
+                              "model.keypoint.loss=mse", "model.keypoint.offsets=false",
+                              "model.box.detections_per_image=5"], offsets=True)
+    report = export_onnx(model, tmp_path / "v1.onnx")
+    assert "mask_probs" not in report.outputs
+    assert report.op_counts["DeformConv"] == 8 + 4  # res4, res5 (2 blocks x 2 convs each) + 4 in the head
+    assert_parity(model, OrtModel(report.path), coco_images[1:2])
+
+
+@pytest.fixture(scope="module")
+def regular(tmp_path_factory):
+    model, cfg = build("paper_regular", SMALL)
+    path = tmp_path_factory.mktemp("regular") / "regular.onnx"
+    return model, export_onnx(model, path, config=cfg.to_dict())
+
+
+@pytest.fixture(scope="module")
+def rb_h(tmp_path_factory):
+    model, cfg = build("paper_rb_h", SMALL, offsets=True)
+    path = tmp_path_factory.mktemp("rb_h") / "rb_h.onnx"
+    return model, export_onnx(model, path, config=cfg.to_dict())
+
+
+def test_paper_regular_parity(regular, coco_images):
+    model, report = regular
+    assert "DeformConv" not in report.op_counts
+    assert_parity(model, OrtModel(report.path), coco_images[:2])
+
+
+def test_paper_rb_h_parity_with_deformable_convs(rb_h, coco_images):
+    model, report = rb_h
+    deformable = sum(isinstance(m, DeformConv2d) for m in model.modules())
+    assert report.op_counts["DeformConv"] == deformable > 10  # res3-res5 and the keypoint head, none decomposed
+    assert_parity(model, OrtModel(report.path), coco_images[:2])
+
+
+def test_no_detections_gives_empty_outputs(tmp_path):
+    model, _ = build("tiny", ["model.box.score_thresh=0.999"])
+    runner = OrtModel(export_onnx(model, tmp_path / "m.onnx").path)
+    pred = runner([torch.rand(3, 200, 260)])[0]
+    assert pred["boxes"].shape == (0, 4) and pred["masks"].shape == (0, 1, 200, 260)
+    assert pred["keypoints"].shape == (0, 17, 3)
+
+
+def test_fixed_size_export_refuses_other_sizes(tmp_path):
+    model, _ = build("tiny", [])
+    report = export_onnx(model, tmp_path / "fixed.onnx", size=(240, 320))
+    assert report.input_size == (240, 320) and "(3, 240, 320)" in report.summary()
+    runner = OrtModel(report.path)
+    with torch.no_grad():
+        ref = model([torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(3))])[0]
+    got = runner([torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(3))])[0]
+    torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-2, rtol=0)
+    with pytest.raises(ValueError, match=r"exported for 240x320 images, got 200x300.*--dynamic"):
+        runner([torch.rand(3, 200, 300)])
+
+
+# ----------------------------------------------------------------------------- CLI, schema, bad files
+
+
+@pytest.fixture(scope="module")
+def checkpoint_14(tmp_path_factory):
+    """A tiny 14-keypoint (CrowdPose-like) checkpoint with its schema, as training writes it."""
+    from poseseg.engine.checkpoint import save_checkpoint
+
+    names = ["left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+             "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck"]
+    schema = KeypointSchema(names=names, skeleton=[(12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5)],
+                            sigmas=[0.079] * 14)
+    model, cfg = build("tiny", ["model.keypoint.num_keypoints=14"])
+    path = tmp_path_factory.mktemp("ckpt14") / "model_final.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "keypoint_schema": schema.to_dict()})
+    return path, schema
+
+
+def test_cli_export_then_predict_matches_the_checkpoint(checkpoint_14, coco_sample, tmp_path, capsys):
+    ckpt, schema = checkpoint_14
+    onnx_path = tmp_path / "crowd.onnx"
+    assert main(["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "opset 19" in printed and "onnx.checker" in printed and "RoiAlign" in printed
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert json.loads(meta["keypoint_schema"]) == schema.to_dict()
+
+    predictor = Predictor(onnx_path, score_thresh=0.0)
+    assert predictor.schema == schema.to_dict() and predictor.cfg.model.keypoint.num_keypoints == 14
+    image = coco_sample / "000000000785.jpg"
+    assert predictor.predict(image)["keypoints"].shape[1:] == (14, 3)
+
+    results = {}
+    for name, weights in (("torch", ckpt), ("onnx", onnx_path)):
+        out = tmp_path / name
+        assert main(["predict", "--weights", str(weights), str(image), "--out", str(out), "--score-thresh", "0",
+                     "--show-offsets"]) == 0
+        assert (out / "000000000785_pred.jpg").stat().st_size > 0
+        results[name] = json.loads((out / "predictions.json").read_text())
+    assert len(results["onnx"]) == len(results["torch"]) > 0
+    for a, b in zip(results["onnx"], results["torch"]):
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
+        np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=0.1)
+        assert abs(a["score"] - b["score"]) < 1e-3
+
+
+def test_corrupted_or_foreign_onnx_files_give_clear_errors(tmp_path, capsys):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage, not a protobuf" * 10)
+    with pytest.raises(ExportError, match=r"broken\.onnx is not a loadable ONNX model.*poseseg export"):
+        Predictor(broken)
+    assert main(["predict", "--weights", str(broken), str(tmp_path)]) == 2
+    assert "broken.onnx is not a loadable ONNX model" in capsys.readouterr().err
+
+    foreign = tmp_path / "conv.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), str(foreign), dynamo=False,
+                      opset_version=17)
+    with pytest.raises(ExportError, match="not a poseseg export"):
+        OrtModel(foreign)
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        OrtModel(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="config is fixed at export"):
+        Predictor(foreign, overrides=["model.box.score_thresh=0.1"])
