@@ -218,12 +218,15 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
     scores = _np(result.get("scores"))
     kp_scores = _np(result.get("keypoint_scores"))
     crowd = _np(result.get("iscrowd"))
+    track_ids = _np(result.get("track_ids"))  # (N,): colour per track ID and the ID on the box
     n = next((len(x) for x in (boxes, kps, masks, scores) if x is not None), 0)
     crowd = np.zeros(n, bool) if crowd is None else crowd.astype(bool).reshape(-1)
     keep = np.ones(n, bool) if scores is None else (scores.reshape(-1) >= score_thresh)
     idx = np.nonzero(keep)[0]
     stats = dict(people=0, crowd=0, boxes=0, masks=0, skeletons=0, limbs=0, keypoints=0, arrows=0)
     colors = {int(i): (CROWD_COLOR if crowd[i] else person_color(int(i))) for i in idx}
+    if track_ids is not None:
+        colors = {int(i): person_color(int(track_ids[i])) for i in idx}
 
     canvas = np.array(canvas_img)
     mb = _masks_bool(masks, n, h, w) if (show_masks and masks is not None) else None
@@ -284,6 +287,8 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
                 label = f"{float(scores.reshape(-1)[i]):.2f}"
             else:
                 continue
+            if track_ids is not None:
+                label = f"#{int(track_ids[i])} {label}"
             _text(d, (float(boxes[i][0]), float(boxes[i][1])), label, colors[i], style, (w, h))
     return (out, stats) if return_stats else out
 
