@@ -188,6 +188,8 @@ def _detected(predictor, source, batch_size: int, show_offsets: bool):
     batch = []
 
     def flush():
+        if not batch:
+            return
         for frame, pred in zip(batch, predictor.predict_batch([f.image for f in batch], with_offsets=show_offsets)):
             yield {**pred, "image": frame.image, "frame": frame.index}
         batch.clear()

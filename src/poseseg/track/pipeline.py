@@ -37,6 +37,8 @@ def track_frames(detect: Callable[[list[np.ndarray]], list[dict]], frames: Itera
 
     def flush() -> Iterator[dict]:
         nonlocal last_index
+        if not batch:
+            return
         for frame, det in zip(batch, detect([f.image for f in batch])):
             step = 1 if last_index is None else max(frame.index - last_index, 1)
             last_index = frame.index

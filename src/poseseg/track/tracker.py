@@ -57,10 +57,8 @@ class Tracker:
         self.config = config or TrackConfig()
         if not frame_rate > 0:
             raise ValueError(f"frame_rate={frame_rate}: the tracker needs the video's frames per second (> 0)")
-        if not self.config.low_score <= high_score:
-            raise ValueError(f"high_score={high_score} is below track.low_score={self.config.low_score}; "
-                             "lower track.low_score or raise the score threshold")
         self.high_score = float(high_score)
+        self.low_score = min(self.config.low_score, self.high_score)  # a high threshold under it: one stage
         self.max_lost_frames = max(1, int(round(self.config.max_lost_seconds * frame_rate)))
         self.sigmas = sigmas
         self.tracks: list[Track] = []
@@ -91,7 +89,7 @@ class Tracker:
 
         ids = np.full(len(boxes), -1, dtype=np.int64)
         high = np.nonzero(scores >= self.high_score)[0]
-        low = np.nonzero((scores >= cfg.low_score) & (scores < self.high_score))[0]
+        low = np.nonzero((scores >= self.low_score) & (scores < self.high_score))[0]
         confirmed = [t for t in self.tracks if t.track_id >= 0]
         tentative = [t for t in self.tracks if t.track_id < 0]
         matched: set[int] = set()
