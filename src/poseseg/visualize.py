@@ -205,7 +205,8 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
     everybody is drawn), ``masks`` (N, 1, H, W) float or (N, H, W) bool/uint8, ``keypoints``
     (N, K, 3), ``keypoint_scores`` (N, K) (absent: the third keypoint column, i.e. the
     visibility, is compared with ``keypoint_thresh``), ``iscrowd`` (N,) (crowd regions drawn
-    grey, without skeleton), torch tensors or numpy arrays. ``offsets`` (N, K, 2): arrow start
+    grey, without skeleton), ``track_ids`` (N,) (video: one colour per ID, ``#ID`` on the label),
+    torch tensors or numpy arrays. ``offsets`` (N, K, 2): arrow start
     points in image coordinates, drawn when ``show_offsets``.
     """
     canvas_img = to_pil(image)
