@@ -80,7 +80,7 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PredictReport(out_dir=out_dir)
     results: list[dict] = []
-    sequences = [s for s in sources if is_stream(s) or (video.track and Path(s).is_dir())]
+    sequences = [s for s in sources if is_stream(s) or (video.track and _holds_images(Path(s)))]
     files = expand_sources([s for s in sources if s not in sequences])
     start = time.perf_counter()
     bar = tqdm(total=len(sequences) + len(files), unit="file", disable=not sys.stderr.isatty())
@@ -107,6 +107,11 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     report.seconds = time.perf_counter() - start
     (out_dir / "predictions.json").write_text(json.dumps(results))
     return report
+
+
+def _holds_images(folder: Path) -> bool:
+    """A folder of frames (tracked as one sequence); a folder of videos is expanded instead."""
+    return folder.is_dir() and any(f.suffix.lower() in IMAGE_EXTS for f in folder.iterdir())
 
 
 def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, report: PredictReport,

@@ -16,7 +16,7 @@ def walking_clip(tmp_path_factory):
     from poseseg.track import open_source
 
     out = tmp_path_factory.mktemp("walk")
-    generate_video(out, frames=10, people=2, seed=1, size=(160, 120), fps=10)
+    generate_video(out, frames=10, people=2, seed=1, size=(160, 120), fps=10, write_frames=True)
     frames = [f.image for f in open_source(out / "video.mp4")]
     return write_mjpeg_clip(out / "walk.mkv", frames, fps=10, corrupt=(5,))
 
@@ -54,6 +54,17 @@ def test_predict_stride_and_max_frames_without_tracking(trained_checkpoint, walk
     results = json.loads((out / "predictions.json").read_text())
     assert {r["frame"] for r in results} <= {0, 3} and all("track_id" not in r for r in results)
     assert (out / "walk_pred.mp4").exists()
+
+
+def test_predict_tracks_a_folder_of_frames(trained_checkpoint, walking_clip, tmp_path):
+    out = tmp_path / "folder"
+    frames_dir = walking_clip.parent / "frames"
+    assert main(["predict", "--weights", str(trained_checkpoint), str(frames_dir), "--out", str(out), "--track",
+                 "--stride", "2", "--score-thresh", "0.0", "--save-mot"]) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert results and {r["frame"] for r in results} <= {0, 2, 4, 6, 8}
+    assert all(r["file_name"] == str(frames_dir) and r["track_id"] >= 1 for r in results)
+    assert (out / "frames_track.mp4").exists() and (out / "mot" / "frames.txt").exists()
 
 
 def test_predict_rejects_a_bad_stride(trained_checkpoint, walking_clip, tmp_path, capsys):
