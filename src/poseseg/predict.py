@@ -190,20 +190,11 @@ def _tracked(predictor, source, video: VideoOptions, batch_size: int):
 
 
 def _detected(predictor, source, batch_size: int, show_offsets: bool):
-    batch = []
+    from poseseg.track.pipeline import detect_frames
 
-    def flush():
-        if not batch:
-            return
-        for frame, pred in zip(batch, predictor.predict_batch([f.image for f in batch], with_offsets=show_offsets)):
-            yield {**pred, "image": frame.image, "frame": frame.index}
-        batch.clear()
-
-    for frame in source:
-        batch.append(frame)
-        if len(batch) >= batch_size:
-            yield from flush()
-    yield from flush()
+    for frame, pred in detect_frames(lambda images: predictor.predict_batch(images, with_offsets=show_offsets),
+                                     source, batch_size):
+        yield {**pred, "image": frame.image, "frame": frame.index}
 
 
 def _save_overlay(predictor, array: np.ndarray, pred: dict, show_offsets: bool):

@@ -33,27 +33,27 @@ def track_frames(detect: Callable[[list[np.ndarray]], list[dict]], frames: Itera
     tracker = Tracker(cfg, frame_rate=fps, high_score=high_score, sigmas=sigmas)
     smoother = TrackSmoother(cfg, forget_seconds=cfg.max_lost_seconds) if smooth else None
     last_index: int | None = None
+    for frame, det in detect_frames(detect, frames, batch_size):
+        step = 1 if last_index is None else max(frame.index - last_index, 1)
+        last_index = frame.index
+        ids = tracker.update(det["boxes"], det["scores"], det.get("keypoints"), det.get("keypoint_scores"),
+                             frame_step=step)
+        out = select(det, ids >= 0)
+        out["track_ids"] = ids[ids >= 0]
+        if smoother is not None:
+            out = smoother.smooth(out, frame.time)
+        out.update(frame=frame.index, time=frame.time, image=frame.image, name=frame.name)
+        yield out
+
+
+def detect_frames(detect: Callable[[list[np.ndarray]], list[dict]], frames: Iterable[Frame],
+                  batch_size: int = 1) -> Iterator[tuple[Frame, dict]]:
+    """(frame, detections) in order, ``batch_size`` frames per call of ``detect``."""
     batch: list[Frame] = []
-
-    def flush() -> Iterator[dict]:
-        nonlocal last_index
-        if not batch:
-            return
-        for frame, det in zip(batch, detect([f.image for f in batch])):
-            step = 1 if last_index is None else max(frame.index - last_index, 1)
-            last_index = frame.index
-            kps = det.get("keypoints")
-            ids = tracker.update(det["boxes"], det["scores"], kps, det.get("keypoint_scores"), frame_step=step)
-            out = select(det, ids >= 0)
-            out["track_ids"] = ids[ids >= 0]
-            if smoother is not None:
-                out = smoother.smooth(out, frame.time)
-            out.update(frame=frame.index, time=frame.time, image=frame.image, name=frame.name)
-            yield out
-        batch.clear()
-
     for frame in frames:
         batch.append(frame)
         if len(batch) >= batch_size:
-            yield from flush()
-    yield from flush()
+            yield from zip(batch, detect([f.image for f in batch]))
+            batch = []
+    if batch:
+        yield from zip(batch, detect([f.image for f in batch]))
