@@ -146,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          stride=args.stride)
     report = run_predict(args.weights, args.sources, out=args.out, config=args.config, score_thresh=args.score_thresh,
                          device=args.device, batch_size=args.batch_size, show_offsets=args.show_offsets,
-                         overrides=list(args.overrides), video=video)
+                         overrides=list(args.overrides) + list(args.set), video=video)
     read = report.images + report.frames
     print(f"{report.images} images and {report.frames} video frames, {report.people} people, "
           f"{read / max(report.seconds, 1e-9):.2f} images/s -> {report.out_dir}")
@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-mot", action="store_true", help="with --track: MOTChallenge lines in OUT/mot/NAME.txt")
     p.add_argument("--max-frames", type=int, help="stop each video or stream after this many frames")
     p.add_argument("--stride", type=int, default=1, help="use every S-th frame of videos and streams")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set track.min_hits=3 (repeatable)")
     p.set_defaults(func=cmd_predict, overrides=[])
 
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")

@@ -60,7 +60,7 @@ def test_predict_tracks_a_folder_of_frames(trained_checkpoint, walking_clip, tmp
     out = tmp_path / "folder"
     frames_dir = walking_clip.parent / "frames"
     assert main(["predict", "--weights", str(trained_checkpoint), str(frames_dir), "--out", str(out), "--track",
-                 "--stride", "2", "--score-thresh", "0.0", "--save-mot"]) == 0
+                 "--stride", "2", "--score-thresh", "0.0", "--save-mot", "--set", "track.min_hits=1"]) == 0
     results = json.loads((out / "predictions.json").read_text())
     assert results and {r["frame"] for r in results} <= {0, 2, 4, 6, 8}
     assert all(r["file_name"] == str(frames_dir) and r["track_id"] >= 1 for r in results)
@@ -71,6 +71,9 @@ def test_predict_rejects_a_bad_stride(trained_checkpoint, walking_clip, tmp_path
     assert main(["predict", "--weights", str(trained_checkpoint), str(walking_clip), "--stride", "0",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--stride" in capsys.readouterr().err
+    assert main(["predict", "--weights", str(trained_checkpoint), str(walking_clip), "--track",
+                 "--set", "track.min_hit=2", "--out", str(tmp_path / "y")]) == 2
+    assert "track.min_hits" in capsys.readouterr().err  # a misspelt key names the right one
 
 
 def test_tracked_overlays_colour_by_track_id():
