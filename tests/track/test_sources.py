@@ -50,6 +50,8 @@ def test_sources_that_cannot_be_opened_say_why(tmp_path):
         open_source(tmp_path / "empty")
     with pytest.raises(SourceError, match="stride"):
         open_source(tmp_path, stride=0)
+    with pytest.raises(SourceError, match="rtsp://127.0.0.1:1/cam: cannot open"):  # a stream nobody serves
+        open_source("rtsp://127.0.0.1:1/cam")
 
 
 def test_the_writer_makes_a_video_the_reader_reads_back(tmp_path):
