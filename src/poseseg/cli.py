@@ -106,6 +106,11 @@ def _eval_dir(out: str | None, weights: str) -> Path:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    if args.video:
+        from poseseg.data.synth_video import main_synth_video
+
+        main_synth_video(args.out, frames=args.frames, people=args.people, seed=args.seed, size=args.size, fps=args.fps)
+        return 0
     from poseseg.data.synth import main_synth
 
     main_synth(args.out, args.train, args.val, args.seed, args.size, workers=args.workers,
@@ -158,14 +163,18 @@ def cmd_show_data(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from poseseg.predict import run_predict
+    from poseseg.predict import VideoOptions, run_predict
 
+    video = VideoOptions(track=args.track, smooth=args.smooth, save_mot=args.save_mot, max_frames=args.max_frames,
+                         stride=args.stride)
     report = run_predict(args.weights, args.sources, out=args.out, config=args.config, score_thresh=args.score_thresh,
                          device=args.device, batch_size=args.batch_size, show_offsets=args.show_offsets,
-                         overrides=_test_flip(args) + list(args.overrides))
+                         overrides=_test_flip(args) + list(args.overrides), video=video)
     read = report.images + report.frames
     print(f"{report.images} images and {report.frames} video frames, {report.people} people, "
           f"{read / max(report.seconds, 1e-9):.2f} images/s -> {report.out_dir}")
+    if video.track or video.smooth:
+        print(f"{report.tracks} track IDs; {report.skipped_frames} unreadable frame(s) skipped")
     if report.failed:
         print(f"{len(report.failed)} file(s) could not be read:", *report.failed, sep="\n  ", file=sys.stderr)
     return 0 if read else 1
@@ -279,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="rendering processes (same files for any count)")
     p.add_argument("--people-scale", type=float, default=1.0, help="multiply every person's height (1: the default mix)")
     p.add_argument("--pose-spread", type=float, default=1.0, help="multiply every joint angle (1: the default poses)")
+    p.add_argument("--video", action="store_true",
+                   help="a sequence instead: video.mp4, frames/ and video.json with track_id (size x 3/4 size)")
+    p.add_argument("--frames", type=int, default=90, help="--video: number of frames")
+    p.add_argument("--people", type=int, default=3, help="--video: walking figures")
+    p.add_argument("--fps", type=float, default=15.0, help="--video: frame rate")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("check-data", help="validate a COCO dataset and print a summary")
@@ -316,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--show-offsets", action="store_true", help="draw the keypoint refinement arrows")
+    p.add_argument("--track", action="store_true",
+                   help="track IDs across the frames of videos, streams and folders of frames")
+    p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of keypoints and boxes (implies --track)")
+    p.add_argument("--save-mot", action="store_true", help="with --track: MOTChallenge lines in OUT/mot/NAME.txt")
+    p.add_argument("--max-frames", type=int, help="stop each video or stream after this many frames")
+    p.add_argument("--stride", type=int, default=1, help="use every S-th frame of videos and streams")
     p.add_argument("--test-flip", action="store_true", help="flip test-time augmentation (model.test_flip)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of the weights, e.g. --set model.input.test_size=640 (repeatable)")

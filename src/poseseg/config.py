@@ -217,11 +217,27 @@ class EvalConfig:
 
 
 @dataclass
+class TrackConfig:
+    """Video tracking (ByteTrack-style association) and One-Euro smoothing: ``poseseg predict --track``."""
+
+    low_score: float = 0.1  # detections in [low_score, --score-thresh) only extend existing tracks (second stage)
+    match_similarity: float = 0.2  # least (1 - w) * IoU + w * OKS for a high-score match (first stage)
+    low_match_iou: float = 0.5  # least IoU for a low-score match (second stage, boxes only)
+    oks_weight: float = 0.5  # w above: share of keypoint OKS in the similarity (0: boxes only)
+    min_hits: int = 2  # consecutive matches before a new track gets an ID (1: at once)
+    max_lost_seconds: float = 1.0  # a track unmatched this long is dropped; until then it can be re-found
+    smooth_min_cutoff: float = 1.0  # One-Euro: cutoff frequency (Hz) at rest; lower = smoother, more lag
+    smooth_beta: float = 0.05  # One-Euro: cutoff growth per pixel/s of speed; higher = less lag when moving
+    smooth_d_cutoff: float = 1.0  # One-Euro: cutoff (Hz) of the speed estimate
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -499,3 +515,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}; choose sgd or adamw")
     if cfg.train.nonfinite not in ("stop", "skip"):
         raise ConfigError(f"train.nonfinite={cfg.train.nonfinite!r}; choose stop or skip")
+    _validate_track(cfg.track)
+
+
+def _validate_track(t: TrackConfig) -> None:
+    for name in ("low_score", "match_similarity", "low_match_iou", "oks_weight"):
+        if not 0.0 <= getattr(t, name) <= 1.0:
+            raise ConfigError(f"track.{name}={getattr(t, name)}; use a number in [0, 1]")
+    if t.min_hits < 1:
+        raise ConfigError(f"track.min_hits={t.min_hits}; use 1 (an ID at the first match) or more")
+    for name in ("max_lost_seconds", "smooth_min_cutoff", "smooth_d_cutoff"):
+        if not getattr(t, name) > 0:
+            raise ConfigError(f"track.{name}={getattr(t, name)}; use a positive number")
+    if t.smooth_beta < 0:
+        raise ConfigError(f"track.smooth_beta={t.smooth_beta}; use 0 (a fixed cutoff) or a positive number")

@@ -1,12 +1,15 @@
-"""``poseseg predict``: images, folders, globs, videos or .txt lists -> overlays + COCO results JSON.
+"""``poseseg predict``: images, folders, globs, videos, streams or .txt lists -> overlays + COCO results JSON.
 
 An unreadable file is skipped with a warning and listed at the end; the run fails only when
-nothing at all could be read.
+nothing at all could be read. Videos and streams are decoded by PyAV; an unreadable frame is
+skipped and counted. ``track=True`` gives every person a track ID across the frames of a video,
+stream or folder of frames (``poseseg.track``), ``smooth=True`` also filters their keypoints and boxes.
 """
 from __future__ import annotations
 
 import glob
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".ogv", ".3gp"}
 
 
 @dataclass
@@ -26,6 +29,8 @@ class PredictReport:
     people: int = 0
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    skipped_frames: int = 0  # unreadable video frames (the rest of the video was used)
+    tracks: int = 0  # distinct track IDs over all tracked sequences
 
 
 def expand_sources(sources: list[str]) -> list[Path]:
@@ -45,31 +50,50 @@ def expand_sources(sources: list[str]) -> list[Path]:
     return out
 
 
+@dataclass
+class VideoOptions:
+    """How frame sequences (videos, streams, folders with ``track``) are read and what is written for them."""
+
+    track: bool = False
+    smooth: bool = False
+    save_mot: bool = False
+    max_frames: int | None = None
+    stride: int = 1
+
+
 def run_predict(weights: str, sources: list[str], *, out: str | None = None, config: str | None = None,
                 score_thresh: float = 0.5, device: str = "auto", batch_size: int = 1, show_offsets: bool = False,
-                overrides: list[str] | None = None) -> PredictReport:
+                overrides: list[str] | None = None, video: VideoOptions | None = None) -> PredictReport:
     from tqdm import tqdm
 
     from poseseg.engine.run_log import output_dir
     from poseseg.predictor import Predictor
+    from poseseg.track.sources import is_stream
 
+    video = video or VideoOptions()
+    if video.smooth:
+        video.track = True  # smoothing is per track
+    if video.stride < 1 or (video.max_frames is not None and video.max_frames < 1):
+        raise ValueError(f"--stride {video.stride} / --max-frames {video.max_frames}: both must be positive")
     predictor = Predictor(weights, config=config, device=device, score_thresh=score_thresh, overrides=overrides)
     out_dir = output_dir(out, "runs/predict")  # never into a folder that already holds results
     report = PredictReport(out_dir=out_dir)
     results: list[dict] = []
-    files = expand_sources(sources)
+    sequences = [s for s in sources if is_stream(s) or (video.track and _holds_images(Path(s)))]
+    files = expand_sources([s for s in sources if s not in sequences])
     start = time.perf_counter()
-    bar = tqdm(total=len(files), unit="file", disable=not sys.stderr.isatty())
+    bar = tqdm(total=len(sequences) + len(files), unit="file", disable=not sys.stderr.isatty())
     image_batch: list[Path] = []
 
     def flush():
         _predict_images(predictor, image_batch, out_dir, results, report, show_offsets)
         image_batch.clear()
 
-    for path in files:
-        if path.suffix.lower() in VIDEO_EXTS:
+    for spec in sequences + files:
+        path = Path(spec)
+        if isinstance(spec, str) or path.suffix.lower() in VIDEO_EXTS:
             flush()
-            _predict_video(predictor, path, out_dir, results, report, show_offsets, batch_size)
+            _predict_sequence(predictor, spec, out_dir, results, report, show_offsets, batch_size, video)
         else:
             image_batch.append(path)
             if len(image_batch) >= batch_size:
@@ -82,6 +106,11 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     report.seconds = time.perf_counter() - start
     (out_dir / "predictions.json").write_text(json.dumps(results))
     return report
+
+
+def _holds_images(folder: Path) -> bool:
+    """A folder of frames (tracked as one sequence); a folder of videos is expanded instead."""
+    return folder.is_dir() and any(f.suffix.lower() in IMAGE_EXTS for f in folder.iterdir())
 
 
 def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, report: PredictReport,
@@ -106,53 +135,65 @@ def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, 
         _add_results(results, pred, image_id, {"file_name": str(path)}, report)
 
 
-def _predict_video(predictor, path: Path, out_dir: Path, results: list, report: PredictReport,
-                   show_offsets: bool, batch_size: int) -> None:
+def _predict_sequence(predictor, spec: str | Path, out_dir: Path, results: list, report: PredictReport,
+                      show_offsets: bool, batch_size: int, video: VideoOptions) -> None:
+    """A video, stream or (when tracking) folder of frames -> an overlay video, results with ``frame``
+    (and ``track_id``), and with ``save_mot`` a MOTChallenge file ``mot/NAME.txt``."""
+    from tqdm import tqdm
+
+    from poseseg.track.mot import mot_lines, write_mot
+    from poseseg.track.sources import SourceError, VideoWriter, open_source
+
     try:
-        import cv2
-    except ImportError:
-        report.failed.append(f"{path} (video needs OpenCV: pip install 'poseseg[video]')")
+        source = open_source(spec, max_frames=video.max_frames, stride=video.stride)
+    except SourceError as e:
+        report.failed.append(str(e))
+        print(f"warning: skipping {e}", file=sys.stderr)
         return
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        report.failed.append(f"{path} (not a readable video)")
-        return
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = None
-    frame_index = 0
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.name).strip("_") or "stream"
     video_id = report.images + report.frames + 1
-    frames: list[np.ndarray] = []
-
-    def flush():
-        nonlocal writer, frame_index
-        if not frames:
-            return
-        for frame, pred in zip(frames, predictor.predict_batch(frames, with_offsets=show_offsets)):
-            overlay = np.asarray(_save_overlay(predictor, frame, pred, show_offsets))
-            if writer is None:
-                h, w = overlay.shape[:2]
-                writer = cv2.VideoWriter(str(out_dir / f"{path.stem}_pred.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                         fps, (w, h))
-            writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-            _add_results(results, pred, video_id * 100_000 + frame_index,
-                         {"file_name": str(path), "frame": frame_index}, report)
-            frame_index += 1
+    suffix = "_track" if video.track else "_pred"
+    writer = VideoWriter(out_dir / f"{name}{suffix}.mp4", source.fps / video.stride)
+    mot: list[str] = []
+    ids: set[int] = set()
+    frames = _tracked(predictor, source, video, batch_size) if video.track else \
+        _detected(predictor, source, batch_size, show_offsets)
+    bar = tqdm(unit="frame", desc=name, total=video.max_frames, disable=not sys.stderr.isatty())
+    try:
+        for pred in frames:
+            image, index = pred.pop("image"), pred.pop("frame")
+            writer.write(np.asarray(_save_overlay(predictor, image, pred, show_offsets and not video.track)))
+            extra = {"file_name": str(spec), "frame": index}
+            _add_results(results, pred, video_id * 100_000 + index, extra, report)
+            if video.track:
+                ids.update(pred["track_ids"].tolist())
+                mot += mot_lines(index, pred["boxes"], pred["track_ids"], pred["scores"])
             report.frames += 1
-        frames.clear()
+            bar.update(1)
+    finally:
+        bar.close()
+        writer.close()
+        source.close()
+    report.skipped_frames += len(source.skipped)
+    report.tracks += len(ids)
+    if video.save_mot and video.track:
+        write_mot(out_dir / "mot" / f"{name}.txt", mot)
+    if source.read == 0:
+        report.failed.append(f"{spec} (no frame could be decoded)")
 
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        if len(frames) >= batch_size:
-            flush()
-    flush()
-    cap.release()
-    if writer is not None:
-        writer.release()
-    if frame_index == 0:
-        report.failed.append(f"{path} (no frame could be decoded)")
+
+def _tracked(predictor, source, video: VideoOptions, batch_size: int):
+    for pred in predictor.track(source, smooth=video.smooth, batch_size=batch_size):
+        pred.pop("time"), pred.pop("name")
+        yield pred
+
+
+def _detected(predictor, source, batch_size: int, show_offsets: bool):
+    from poseseg.track.pipeline import detect_frames
+
+    for frame, pred in detect_frames(lambda images: predictor.predict_batch(images, with_offsets=show_offsets),
+                                     source, batch_size):
+        yield {**pred, "image": frame.image, "frame": frame.index}
 
 
 def _save_overlay(predictor, array: np.ndarray, pred: dict, show_offsets: bool):
@@ -177,6 +218,8 @@ def coco_records(pred: dict, image_id: int, extra: dict | None = None) -> list[d
     per_type = prediction_to_coco(pred, image_id, category_id=1)
     for i, box in enumerate(per_type["bbox"]):
         record = {**box, **(extra or {})}
+        if "track_ids" in pred:
+            record["track_id"] = int(pred["track_ids"][i])
         if per_type["segm"]:
             record["segmentation"] = per_type["segm"][i]["segmentation"]
         if per_type["keypoints"]:

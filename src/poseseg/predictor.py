@@ -9,6 +9,7 @@ config and keypoint schema, so the weights file is all that is needed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -110,7 +111,9 @@ class Predictor:
         self.schema = self.model.keypoint_schema
 
     @torch.no_grad()
-    def predict_batch(self, images: list, *, with_offsets: bool = False) -> list[dict[str, np.ndarray]]:
+    def predict_batch(self, images: list, *, with_offsets: bool = False,
+                      score_thresh: float | None = None) -> list[dict[str, np.ndarray]]:
+        """``score_thresh``: this call's threshold instead of the predictor's."""
         tensors = [to_tensor_image(img).to(self.device) for img in images]
         self.model.return_keypoint_peaks = with_offsets
         self.model.masks_in_boxes = True  # no full-size float mask per person (a 12 MP photo stays small)
@@ -119,7 +122,31 @@ class Predictor:
         finally:
             self.model.return_keypoint_peaks = False
             self.model.masks_in_boxes = False
-        return [to_numpy(p, self.score_thresh, tuple(t.shape[-2:])) for p, t in zip(preds, tensors)]
+        thresh = self.score_thresh if score_thresh is None else score_thresh
+        return [to_numpy(p, thresh, tuple(t.shape[-2:])) for p, t in zip(preds, tensors)]
 
     def predict(self, image, *, with_offsets: bool = False) -> dict[str, np.ndarray]:
         return self.predict_batch([image], with_offsets=with_offsets)[0]
+
+    def track(self, source, *, smooth: bool = False, max_frames: int | None = None, stride: int = 1,
+              batch_size: int = 1, fps: float | None = None, config=None) -> Iterator[dict]:
+        """People with track IDs, frame by frame, from a video file, stream, device or folder of frames.
+
+        ``source``: a path / URL, or a :class:`poseseg.track.FrameSource` (whose ``skipped`` then
+        lists the unreadable frames). Yields the arrays of :meth:`predict` plus ``track_ids`` (N,),
+        ``frame`` (index in the source), ``time`` (s), ``image`` (the RGB frame) and ``name``.
+        ``--score-thresh`` is the high threshold of the two-stage association; detections down
+        to ``track.low_score`` only keep existing tracks alive. ``smooth``: One-Euro filtering of
+        keypoints and boxes per track. ``config``: a ``TrackConfig`` instead of ``cfg.track``.
+        """
+        from poseseg.track.pipeline import track_frames
+        from poseseg.track.sources import FrameSource, open_source
+
+        frames = source if isinstance(source, FrameSource) else open_source(source, max_frames=max_frames,
+                                                                             stride=stride, fps=fps)
+        cfg = config or self.cfg.track
+        low = min(cfg.low_score, self.score_thresh)
+        sigmas = (self.schema or {}).get("sigmas") or None
+        yield from track_frames(lambda images: self.predict_batch(images, score_thresh=low), frames, fps=frames.fps,
+                                config=cfg, high_score=self.score_thresh, smooth=smooth, batch_size=batch_size,
+                                sigmas=np.asarray(sigmas) if sigmas else None)

@@ -205,7 +205,8 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
     everybody is drawn), ``masks`` (N, 1, H, W) float or (N, H, W) bool/uint8, ``keypoints``
     (N, K, 3), ``keypoint_scores`` (N, K) (absent: the third keypoint column, i.e. the
     visibility, is compared with ``keypoint_thresh``), ``iscrowd`` (N,) (crowd regions drawn
-    grey, without skeleton), torch tensors or numpy arrays. ``offsets`` (N, K, 2): arrow start
+    grey, without skeleton), ``track_ids`` (N,) (video: one colour per ID, ``#ID`` on the label),
+    torch tensors or numpy arrays. ``offsets`` (N, K, 2): arrow start
     points in image coordinates, drawn when ``show_offsets``.
     """
     canvas_img = to_pil(image)
@@ -218,12 +219,15 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
     scores = _np(result.get("scores"))
     kp_scores = _np(result.get("keypoint_scores"))
     crowd = _np(result.get("iscrowd"))
+    track_ids = _np(result.get("track_ids"))  # (N,): colour per track ID and the ID on the box
     n = next((len(x) for x in (boxes, kps, masks, scores) if x is not None), 0)
     crowd = np.zeros(n, bool) if crowd is None else crowd.astype(bool).reshape(-1)
     keep = np.ones(n, bool) if scores is None else (scores.reshape(-1) >= score_thresh)
     idx = np.nonzero(keep)[0]
     stats = dict(people=0, crowd=0, boxes=0, masks=0, skeletons=0, limbs=0, keypoints=0, arrows=0)
     colors = {int(i): (CROWD_COLOR if crowd[i] else person_color(int(i))) for i in idx}
+    if track_ids is not None:
+        colors = {int(i): person_color(int(track_ids[i])) for i in idx}
 
     canvas = np.array(canvas_img)
     mb = _masks_bool(masks, n, h, w) if (show_masks and masks is not None) else None
@@ -285,6 +289,8 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
                 label = f"{float(scores.reshape(-1)[i]):.2f}"
             else:
                 continue
+            if track_ids is not None:
+                label = f"#{int(track_ids[i])} {label}"
             _text(d, (float(boxes[i][0]), float(boxes[i][1])), label, colors[i], style, (w, h))
     return (out, stats) if return_stats else out
 
