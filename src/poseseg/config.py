@@ -417,7 +417,7 @@ def _validate_schedule(t: TrainConfig) -> None:
 
 # key -> (test, what the value must be); checked by validate_ranges with the key as the user writes it
 _RANGES: dict[str, tuple[Any, str]] = {
-    "train.iters": (lambda v: v >= 1, "at least 1"),
+    "train.iters": (lambda v: v >= 0, ">= 0 (0: save the starting weights and evaluate them)"),
     "train.batch_size": (lambda v: v >= 1, "at least 1 image per process"),
     "train.base_lr": (lambda v: 0 < v < float("inf"), "a positive number (e.g. 0.02)"),
     "train.lr_reference_batch": (lambda v: v >= 1, "at least 1"),
