@@ -249,4 +249,4 @@ def test_shape_mismatch_names_both_keys(tmp_path):
     path.write_bytes(pickle.dumps({"model": model, "__author__": "test"}))
     with pytest.raises(ValueError, match=r"conv_fcn3\.weight' has shape \(64, 64, 1, 1\) but our "
                                          r"'keypoint_head\.tower\.convs\.2\.weight' has shape \(64, 64, 3, 3\)"):
-        convert_files([path], tmp_path / "bad.pt", preset="tiny")
+        convert_files([path], tmp_path / "bad.pt", preset="tiny", overrides=["model.keypoint.conv_dim=64"])
