@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
-    p.add_argument("--minutes", type=float, default=9.0, help="total time budget, data generation included")
+    p.add_argument("--minutes", type=float, default=9.5, help="total time budget, data generation included")
     p.add_argument("--out", default="runs/demo", help="run folder (auto-numbered if it exists)")
     p.add_argument("--data-dir", help="where the synthetic dataset lives / is made (default data/synth, "
                    "data/synth-seedS for --seed S)")

@@ -142,7 +142,8 @@ class KeypointHeadConfig:
 class ModelConfig:
     heads: list[str] = field(default_factory=lambda: ["box", "mask", "keypoint"])
     num_classes: int = 2  # background + person
-    test_flip: bool = False  # flip test-time augmentation of the mask and keypoint heads (about 1.5x the time)
+    test_flip: bool = False  # flip test-time augmentation of the keypoint (and mask) heads (about 1.5x the time)
+    test_flip_masks: bool = True  # ... of the mask head too (a weak mask head can lose AP by it: measure)
     input: InputConfig = field(default_factory=InputConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn: FPNConfig = field(default_factory=FPNConfig)

@@ -87,3 +87,14 @@ def test_flip_tta_runs_through_the_whole_model_and_needs_a_schema():
     with pytest.raises(ValueError, match="schema"):
         with torch.no_grad():
             model([image])
+
+
+def test_flip_for_keypoints_only_leaves_masks_as_the_plain_pass():
+    box = torch.tensor([[60.0, 30.0, 200.0, 240.0]])
+    image = torch.rand(3, 256, WIDTH)
+    plain = _heads(_model(False), image, box)
+    model = _model(True)
+    model.test_flip_masks = False
+    flipped = _heads(model, image, box)
+    assert torch.equal(flipped["masks"], plain["masks"])
+    assert not torch.equal(flipped["keypoints"], plain["keypoints"])

@@ -37,6 +37,7 @@ class PoseSegModel(nn.Module):
                  keypoint_pooler: RoIPooler | None = None, keypoint_head: KeypointHead | None = None,
                  mask_max_rois: int = 128, keypoint_max_rois: int = 128, head_rois: str = "proposals",
                  gt_jitter_copies: int = 2, gt_jitter: float = 0.1, test_flip: bool = False,
+                 test_flip_masks: bool = True,
                  loss_weights: dict[str, float] | None = None):
         super().__init__()
         self.transform = transform
@@ -57,7 +58,8 @@ class PoseSegModel(nn.Module):
         # (poseseg.modeling.mask_paste), so memory does not grow with the photo's pixels
         self.masks_in_boxes = False
         self.frozen_parts: set[str] = set()  # submodules held fixed (train.freeze)
-        self.test_flip = test_flip  # mask/keypoint heads also on the mirrored image, averaged
+        self.test_flip = test_flip  # keypoint (and mask) heads also on the mirrored image, averaged
+        self.test_flip_masks = test_flip_masks
 
     def train(self, mode: bool = True) -> "PoseSegModel":
         """The batch norms of frozen parts stay in eval mode: they keep their running statistics."""
@@ -173,7 +175,7 @@ class PoseSegModel(nn.Module):
             if num_boxes:
                 mask_pooled = self.mask_pooler(features, boxes, image_sizes)
                 logits = self.mask_head(mask_pooled)
-                if mirrored is not None:
+                if mirrored is not None and self.test_flip_masks:
                     flip_pooled = self.mask_pooler(mirrored, flip_boxes, image_sizes)
                     logits = (logits + unflip_mask_logits(self.mask_head(flip_pooled))) / 2
                 probs = self.mask_head.inference(logits, [d["labels"] for d in detections])
@@ -324,5 +326,5 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
                         box_pooler=pooler("box", m.box.pooled_size), box_head=box_head,
                         mask_max_rois=m.mask.max_rois_per_image, keypoint_max_rois=m.keypoint.max_rois_per_image,
                         head_rois=m.roi.head_rois, gt_jitter_copies=m.roi.gt_jitter_copies, gt_jitter=m.roi.gt_jitter,
-                        test_flip=m.test_flip,
+                        test_flip=m.test_flip, test_flip_masks=m.test_flip_masks,
                         loss_weights=loss_weights, **parts)
