@@ -39,9 +39,11 @@ class RunLogger:
     """metrics.jsonl (one JSON object per logged step), TensorBoard if installed, and a progress
     line: a tqdm bar with ETA on a terminal, plain lines otherwise."""
 
-    def __init__(self, run_dir: Path, *, total_iters: int, start_iter: int, enabled: bool = True):
+    def __init__(self, run_dir: Path, *, total_iters: int, start_iter: int, enabled: bool = True,
+                 remaining_s: float | None = None):
         self.enabled = enabled
         self.total = total_iters
+        self.remaining_s = remaining_s  # a run bounded by time (train.schedule=time): its eta is the time left
         self.start_time = time.perf_counter()
         self.start_iter = start_iter
         self.jsonl = open(run_dir / "metrics.jsonl", "a") if enabled else None
@@ -57,7 +59,9 @@ class RunLogger:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_iters, initial=start_iter, unit="it", dynamic_ncols=True)
+            # bounded by time: no iteration total (tqdm then shows the count and the rate)
+            self.bar = tqdm(total=None if remaining_s is not None else total_iters, initial=start_iter, unit="it",
+                            dynamic_ncols=True)
 
     def log(self, iteration: int, values: dict) -> None:
         if not self.enabled:
@@ -78,7 +82,10 @@ class RunLogger:
             done = iteration - self.start_iter
             elapsed = time.perf_counter() - self.start_time
             eta = elapsed / max(done, 1) * (self.total - iteration)
-            print(f"[{iteration}/{self.total}] lr={values.get('lr', 0):.4g} {loss_text} "
+            if self.remaining_s is not None:
+                eta = max(self.remaining_s - elapsed, 0.0)
+            total = "" if self.remaining_s is not None else f"/{self.total}"
+            print(f"[{iteration}{total}] lr={values.get('lr', 0):.4g} {loss_text} "
                   f"({values.get('time_s', 0):.2f}s/it, eta {eta / 60:.1f} min)", flush=True)
 
     def step(self, n: int = 1) -> None:

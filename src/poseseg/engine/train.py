@@ -136,7 +136,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         ckpt.restore_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
     net = _wrap(model, device)
     loader = iter(_train_loader(train_set, transforms, cfg, start_iter))
-    logger = RunLogger(run_dir, total_iters=t.iters, start_iter=start_iter, enabled=dist.is_main() and not quiet)
+    logger = RunLogger(run_dir, total_iters=t.iters, start_iter=start_iter, enabled=dist.is_main() and not quiet,
+                       remaining_s=clock.budget_s - clock.elapsed() if clock.by_time else None)
     for line in init_log:
         logger.message(line)
     if frozen:
