@@ -88,7 +88,6 @@ def test_label_studio(images, tmp_path, capsys):
     kp2 = np.asarray(second["keypoints"]).reshape(-1, 3)
     assert kp2[0].tolist() == pytest.approx([140, 30, 2]) and kp2[3].tolist() == pytest.approx([148, 88, 2])
     assert second["bbox"] == pytest.approx([120, 20, 40, 80])
-    assert any("brush" in n for n in notes)
     sigmas = ["data.oks_sigmas=[0.026,0.079,0.079,0.107]", "model.keypoint.num_keypoints=4"]
     assert main(["check-data", "--data", str(out), "--images", str(images), *sigmas]) == 0
 
@@ -135,3 +134,52 @@ def test_yolo_pose_polygons_join_their_person(tmp_path):
     (root / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.8 1 2 3\n")
     with pytest.raises(ConvertError, match="a.txt:1 has 8 numbers"):
         convert("yolo-pose", root / "data.yaml", tmp_path / "c.json")
+
+
+def _rle_pack(values: np.ndarray, word: int = 8, run_bits=(2, 4, 8, 16)) -> list[int]:
+    """thi.ng rle-pack's encoder, as Label Studio's brush tool writes ``rle``: runs of a repeated value as
+    (1, size selector, length - 1, value), single values as literals (0, selector, 0, value)."""
+    bits = [format(len(values), "032b"), format(word - 1, "05b")] + [format(b - 1, "04b") for b in run_bits]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i] and j + 1 - i < 2 ** run_bits[-1]:
+            j += 1
+        length = j - i + 1
+        sel = next(k for k, b in enumerate(run_bits) if length - 1 < 2 ** b)
+        bits.append(("1" if length > 1 else "0") + format(sel, "02b") + format(length - 1, f"0{run_bits[sel]}b")
+                    + format(int(values[i]), f"0{word}b"))
+        i = j + 1
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return [int(stream[k:k + 8], 2) for k in range(0, len(stream), 8)]
+
+
+def test_label_studio_brush_masks_are_person_regions(tmp_path, capsys):
+    from poseseg.data.convert.brush_rle import decode_brush_rle
+
+    h, w = 40, 60
+    mask = np.zeros((h, w), bool)
+    mask[8:30, 20:35] = True
+    mask[12, 21] = False  # a hole: a literal value inside a run
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[mask] = (255, 0, 0, 255)
+    rle = _rle_pack(rgba.reshape(-1))
+    assert np.array_equal(decode_brush_rle(rle, h, w), mask)
+    with pytest.raises(ValueError, match="original_width"):
+        decode_brush_rle(rle, h + 1, w)
+    size = {"original_width": w, "original_height": h, "image_rotation": 0}
+    task = [{"id": 1, "data": {"image": "/data/upload/1/x-brush.jpg"}, "annotations": [{"result": [
+        {"id": "b1", "type": "brushlabels", **size, "value": {"format": "rle", "rle": rle, "brushlabels": ["person"]}},
+        {"id": "k1", "type": "keypointlabels", **size, "value": {"x": 45.0, "y": 50.0, "keypointlabels": ["nose"]}},
+        {"id": "k2", "type": "keypointlabels", **size, "value": {"x": 5.0, "y": 5.0, "keypointlabels": ["neck"]}},
+    ]}]}]
+    src = tmp_path / "ls.json"
+    src.write_text(json.dumps(task))
+    out, notes = convert("label-studio", src, tmp_path / "coco.json")
+    ann = json.loads(out.read_text())["annotations"]
+    assert len(ann) == 1 and ann[0]["area"] == mask.sum()
+    assert np.array_equal(mask_utils.decode(ann[0]["segmentation"]).astype(bool), mask)
+    kps = np.asarray(ann[0]["keypoints"]).reshape(-1, 3)
+    assert kps[0].tolist() == pytest.approx([27.0, 20.0, 2])  # the nose, inside the brushed person
+    assert any("outside every person region" in n for n in notes)  # the neck point is not on the person

@@ -5,7 +5,8 @@ A list of tasks ``{"data": {"image": ...}, "annotations": [{"result": [...]}]}``
 (``x``, ``y``), ``polygonlabels`` (``points`` [[x, y], ...]), ``rectanglelabels`` (``x``, ``y``,
 ``width``, ``height``). Keypoints are grouped per person by, in order: a ``parentID`` naming the
 person's polygon/rectangle, a ``relation`` result between them, or the region that contains the
-point. ``brushlabels`` (Label Studio's own bit-packed RLE) are not read: counted and reported.
+point. ``brushlabels`` masks (``rle``: Label Studio's bit-packed RGBA stream, see ``brush_rle``) are
+person regions as polygons are.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from poseseg.data.convert.brush_rle import decode_brush_rle
 from poseseg.data.convert.people import ConvertError, ImageRecord, Person, to_coco
 from poseseg.data.schema import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
@@ -34,6 +36,14 @@ def _image_name(task: dict) -> str:
 
 def _region_mask(res: dict, h: int, w: int) -> tuple[Person, np.ndarray]:
     v = res["value"]
+    if res["type"] == "brushlabels":
+        try:
+            mask = decode_brush_rle(v["rle"], h, w)
+        except (KeyError, ValueError) as e:
+            raise ConvertError(f"brushlabels region {res.get('id')}: {e}") from None
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        return Person(rle=rle), mask
     if res["type"] == "polygonlabels":
         poly = [c for x, y in v["points"] for c in (x * w / 100, y * h / 100)]
         person = Person(polygons=[poly])
@@ -66,8 +76,7 @@ def read_label_studio(json_path: str | os.PathLike, *, category: str = "person",
     if not names:
         raise ConvertError(f"{json_path} has no keypointlabels results")
     index = {n: i for i, n in enumerate(names)}
-    notes = {"brush regions skipped (BrushLabels RLE is not supported; use polygons)": 0,
-             "keypoints outside every person region skipped": 0, "keypoints with a name not in the schema": 0}
+    notes = {"keypoints outside every person region skipped": 0, "keypoints with a name not in the schema": 0}
     records = []
     for task in tasks:
         done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
@@ -80,11 +89,9 @@ def read_label_studio(json_path: str | os.PathLike, *, category: str = "person",
         regions, region_ids = [], {}
         for r in results:
             labels = (r.get("value") or {}).get(r.get("type"), [])
-            if r.get("type") in ("polygonlabels", "rectanglelabels") and category in labels:
+            if r.get("type") in ("polygonlabels", "rectanglelabels", "brushlabels") and category in labels:
                 region_ids[r.get("id")] = len(regions)
                 regions.append(_region_mask(r, h, w))
-            elif r.get("type") == "brushlabels":
-                notes["brush regions skipped (BrushLabels RLE is not supported; use polygons)"] += 1
         links = {}
         for r in results:
             if r.get("type") == "relation":
