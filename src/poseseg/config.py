@@ -3,7 +3,7 @@
 The dataclass defaults are the paper's Regular model (ResNet-50-FPN, three heads). A preset
 YAML lists only the keys it changes; there is no inheritance between presets. Every key is
 checked: an unknown key or a value of the wrong type is a ``ConfigError`` that names the key
-and the closest valid ones.
+and the closest valid ones; values are then checked together (``config_validation``).
 """
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ from typing import Any
 
 import yaml
 
+from poseseg.config_validation import ConfigError, validate
+
 PRESET_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A bad key or value in a config file or override."""
 
 
 # ----------------------------------------------------------------------------- model
@@ -401,132 +399,3 @@ def config_from_dict(data: dict) -> Config:
     _apply(cfg, data, "saved config")
     validate(cfg)
     return cfg
-
-
-def _validate_schedule(t: TrainConfig) -> None:
-    if t.schedule not in ("iters", "time"):
-        raise ConfigError(f"train.schedule={t.schedule!r}; choose iters (lr_steps in iterations) or time "
-                          "(lr_step_fractions of train.time_limit_minutes)")
-    if t.schedule == "time" and t.time_limit_minutes <= 0:
-        raise ConfigError("train.schedule=time needs the budget: set train.time_limit_minutes, e.g. 9")
-    fractions = [("train.lr_step_fractions", f) for f in t.lr_step_fractions] + [
-        ("train.warmup_fraction", t.warmup_fraction), ("train.finish_fraction", t.finish_fraction)]
-    for key, value in fractions:
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{key}={value}: a fraction of the run, in [0, 1)")
-
-
-# key -> (test, what the value must be); checked by validate_ranges with the key as the user writes it
-_RANGES: dict[str, tuple[Any, str]] = {
-    "train.iters": (lambda v: v >= 0, ">= 0 (0: save the starting weights and evaluate them)"),
-    "train.batch_size": (lambda v: v >= 1, "at least 1 image per process"),
-    "train.base_lr": (lambda v: 0 < v < float("inf"), "a positive number (e.g. 0.02)"),
-    "train.lr_reference_batch": (lambda v: v >= 1, "at least 1"),
-    "train.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
-    "train.lr_gamma": (lambda v: v > 0, "> 0"),
-    "train.warmup_iters": (lambda v: v >= 0, ">= 0"),
-    "train.warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "train.clip_grad_norm": (lambda v: v >= 0, ">= 0 (0: off)"),
-    "train.checkpoint_every": (lambda v: v >= 1, "at least 1"),
-    "train.keep_checkpoints": (lambda v: v >= 0, ">= 0 (0: keep all)"),
-    "train.eval_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
-    "train.log_every": (lambda v: v >= 1, "at least 1"),
-    "train.max_skipped_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),
-    "eval.batch_size": (lambda v: v >= 1, "at least 1"),
-    "eval.score_thresh": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "data.flip_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "data.color_jitter": (lambda v: v >= 0, ">= 0"),
-    "data.max_size": (lambda v: v >= 1, "at least 1"),
-    "data.train_sizes": (lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list of sizes >= 1"),
-    "data.num_workers": (lambda v: v >= 0, ">= 0"),
-    "data.max_image_pixels": (lambda v: v >= 1, "at least 1"),
-    "model.input.test_size": (lambda v: v >= 1, "at least 1"),
-    "model.input.max_size": (lambda v: v >= 1, "at least 1"),
-}
-
-
-def validate_ranges(cfg: Config) -> None:
-    """Numbers that type-check but train nothing (a negative lr, ``--iters -5``, ``--batch-size 0``)."""
-    for key, (ok, what) in _RANGES.items():
-        value: Any = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        if not ok(value):
-            raise ConfigError(f"{key}={value!r}: must be {what}")
-
-
-def validate(cfg: Config) -> None:
-    """Cross-field checks that a type check cannot express."""
-    validate_ranges(cfg)
-    if isinstance(cfg.data.oks_sigmas, str):  # a named set -> its values (what config.yaml then records)
-        from poseseg.data.schema import named_sigmas
-
-        try:
-            cfg.data.oks_sigmas = named_sigmas(cfg.data.oks_sigmas)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    m = cfg.model
-    unknown = [h for h in m.heads if h not in ("box", "mask", "keypoint")]
-    if unknown:
-        raise ConfigError(f"model.heads has unknown head(s) {unknown}; choose from box, mask, keypoint")
-    if "box" not in m.heads:
-        m.heads = ["box"] + list(m.heads)
-    if m.backbone.depth not in (18, 34, 50, 101):
-        raise ConfigError(f"model.backbone.depth={m.backbone.depth}; choose 18, 34, 50 or 101")
-    if m.backbone.norm not in ("frozen_bn", "bn", "gn"):
-        raise ConfigError(f"model.backbone.norm={m.backbone.norm!r}; choose frozen_bn, bn or gn")
-    for name, stages in (("model.fpn.in_stages", m.fpn.in_stages), ("model.backbone.deform_stages", m.backbone.deform_stages)):
-        if any(s not in (2, 3, 4, 5) for s in stages):
-            raise ConfigError(f"{name}={stages}: stages are 2..5 (res2..res5)")
-    if not m.fpn.in_stages or sorted(m.fpn.in_stages) != m.fpn.in_stages:
-        raise ConfigError(f"model.fpn.in_stages={m.fpn.in_stages} must be a non-empty increasing list, e.g. [3, 4, 5]")
-    if m.keypoint.loss not in ("mse", "ce", "ce_soft"):
-        raise ConfigError(f"model.keypoint.loss={m.keypoint.loss!r}; choose mse, ce or ce_soft")
-    for key, norm in (("model.mask.norm", m.mask.norm), ("model.keypoint.norm", m.keypoint.norm)):
-        if norm not in ("none", "gn"):
-            raise ConfigError(f"{key}={norm!r}; choose none or gn")
-    if m.keypoint.decode not in ("peak", "upsample"):
-        raise ConfigError(f"model.keypoint.decode={m.keypoint.decode!r}; choose peak or upsample")
-    if m.input.channel_order not in ("rgb", "bgr"):
-        raise ConfigError(f"model.input.channel_order={m.input.channel_order!r}; choose rgb or bgr")
-    if not m.input.pixel_scale > 0:
-        raise ConfigError(f"model.input.pixel_scale={m.input.pixel_scale}; use 1 (mean/std for [0, 1] pixels) "
-                          "or 255 (mean/std for 0..255 pixels)")
-    if m.keypoint.heatmap_size % 4 != 0:
-        raise ConfigError(f"model.keypoint.heatmap_size={m.keypoint.heatmap_size} must be a multiple of 4")
-    if m.roi.head_rois not in ("proposals", "gt_jitter"):
-        raise ConfigError(f"model.roi.head_rois={m.roi.head_rois!r}; choose proposals or gt_jitter")
-    bad_pool = [h for h in m.roi.deform_pool if h not in m.heads]
-    if bad_pool:
-        raise ConfigError(f"model.roi.deform_pool names {bad_pool}, which are not in model.heads={m.heads}")
-    if m.num_classes < 2:
-        raise ConfigError("model.num_classes counts the background too: use 2 for person-only")
-    freeze_modes = ("none", "deform_only", "backbone", "trunk")
-    for key, mode in (("train.freeze", cfg.train.freeze), ("train.finish_freeze", cfg.train.finish_freeze)):
-        if mode not in freeze_modes:
-            raise ConfigError(f"{key}={mode!r}; choose one of {', '.join(freeze_modes)}")
-    if cfg.train.time_limit_minutes < 0:
-        raise ConfigError(f"train.time_limit_minutes={cfg.train.time_limit_minutes}; use 0 (off) or a positive number")
-    _validate_schedule(cfg.train)
-    if not cfg.train.offset_lr_multiplier >= 0:
-        raise ConfigError(f"train.offset_lr_multiplier={cfg.train.offset_lr_multiplier}; use a number >= 0 "
-                          "(0.1 is the usual choice for deformable offsets, 1 trains them like every other layer)")
-    if cfg.train.optimizer not in ("sgd", "adamw"):
-        raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}; choose sgd or adamw")
-    if cfg.train.nonfinite not in ("stop", "skip"):
-        raise ConfigError(f"train.nonfinite={cfg.train.nonfinite!r}; choose stop or skip")
-    _validate_track(cfg.track)
-
-
-def _validate_track(t: TrackConfig) -> None:
-    for name in ("low_score", "match_similarity", "low_match_iou", "oks_weight"):
-        if not 0.0 <= getattr(t, name) <= 1.0:
-            raise ConfigError(f"track.{name}={getattr(t, name)}; use a number in [0, 1]")
-    if t.min_hits < 1:
-        raise ConfigError(f"track.min_hits={t.min_hits}; use 1 (an ID at the first match) or more")
-    for name in ("max_lost_seconds", "smooth_min_cutoff", "smooth_d_cutoff"):
-        if not getattr(t, name) > 0:
-            raise ConfigError(f"track.{name}={getattr(t, name)}; use a positive number")
-    if t.smooth_beta < 0:
-        raise ConfigError(f"track.smooth_beta={t.smooth_beta}; use 0 (a fixed cutoff) or a positive number")
