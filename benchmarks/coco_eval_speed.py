@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from eval_helpers import noisy_predictions  # noqa: E402
-from poseseg.data.schema import coco_person_category  # noqa: E402
+from poseseg.keypoint_schema import coco_person_category  # noqa: E402
 from poseseg.data.synth import image_rng, person_to_coco, render_image  # noqa: E402
 from poseseg.engine.evaluate import score_results  # noqa: E402
 

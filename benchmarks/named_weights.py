@@ -25,7 +25,7 @@ def main() -> None:
                                      {"num_classes": 2}), (maskrcnn_resnet50_fpn, MaskRCNN_ResNet50_FPN_Weights.COCO_V1, {})):
             model = build(weights=None, weights_backbone=None, **kwargs)
             torch.save(model.state_dict(), cache / enum.url.rsplit("/", 1)[-1])
-        from poseseg.predictor import load_model
+        from poseseg.weights.load import load_model
         from poseseg.weights import resolve_named
 
         start = time.perf_counter()

@@ -24,8 +24,8 @@ def make_checkpoint(path: Path) -> None:
     import torch
 
     import poseseg
-    from poseseg.data.schema import coco_person_schema
-    from poseseg.engine.checkpoint import save_checkpoint
+    from poseseg.keypoint_schema import coco_person_schema
+    from poseseg.weights.checkpoint_file import save_checkpoint
 
     torch.manual_seed(0)
     cfg = poseseg.load_config("tiny", ["train.device=cpu"])

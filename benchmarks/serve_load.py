@@ -40,7 +40,7 @@ def random_tiny_checkpoint(folder: Path) -> Path:
     import torch
 
     import poseseg
-    from poseseg.data.schema import coco_person_schema
+    from poseseg.keypoint_schema import coco_person_schema
 
     torch.manual_seed(0)
     cfg = poseseg.load_config("tiny")

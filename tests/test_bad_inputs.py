@@ -8,7 +8,7 @@ import torch
 
 from poseseg.cli import main
 from poseseg.config import ConfigError, load_config
-from poseseg.engine import checkpoint as ckpt
+from poseseg.weights.checkpoint_file import load_checkpoint
 from poseseg.engine.train import train
 from synth_helpers import engine_overrides, tiny_config
 
@@ -20,7 +20,7 @@ def test_skipped_steps_change_nothing_and_too_many_stop_the_run(synth_data, tmp_
              "train.warmup_iters": 0, **NO_VAL}
     run = train(tiny_config(synth_data, tmp_path / "a", **extra), quiet=True)
     assert run.skipped_steps == 3  # the first step blows the weights up, every later loss is non-finite
-    first, final = ckpt.load_checkpoint(run.run_dir / "model_0000001.pt"), ckpt.load_checkpoint(run.final_checkpoint)
+    first, final = load_checkpoint(run.run_dir / "model_0000001.pt"), load_checkpoint(run.final_checkpoint)
     changed = [k for k in first["model"] if not torch.equal(first["model"][k], final["model"][k])]
     assert not changed, changed[:3]  # BatchNorm statistics included
     for i, state in first["optimizer"]["state"].items():  # optimizer state (moments, step counts) untouched too
@@ -113,7 +113,7 @@ def test_a_malicious_pickle_gets_our_sentence_not_torchs_advice(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": Evil()}, path)
     with pytest.raises(ValueError) as info:
-        ckpt.load_checkpoint(path)
+        load_checkpoint(path)
     assert "not a plain checkpoint" in str(info.value) and "untrusted" in str(info.value)
     assert "weights_only=False" not in str(info.value)
     assert isinstance(pickle.dumps(1), bytes)

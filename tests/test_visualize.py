@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from poseseg.data.schema import KeypointSchema, coco_person_schema
+from poseseg.keypoint_schema import KeypointSchema, coco_person_schema
 from poseseg.visualize import (ARROW_COLOR, CENTER_COLOR, LEFT_COLOR, RIGHT_COLOR, draw, draw_ground_truth,
                                draw_sampling_points, limb_side)
 

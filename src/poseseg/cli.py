@@ -72,8 +72,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from poseseg.data.coco import CocoPeopleDataset
     from poseseg.engine import distributed as dist
     from poseseg.engine.evaluate import evaluate, format_metrics
-    from poseseg.engine.train import resolve_device
-    from poseseg.predictor import load_model
+    from poseseg.device import resolve_device
+    from poseseg.weights.load import load_model
 
     model, cfg = load_model(args.weights, config=args.config, overrides=_test_flip(args) + list(args.overrides))
     device = resolve_device(args.device or cfg.train.device)

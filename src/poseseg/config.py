@@ -386,6 +386,11 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | d
     if isinstance(overrides, dict):
         overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                      for k, v in overrides.items()]
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """Set each ``key=value`` override on ``cfg`` (in place), then check the whole config; returns ``cfg``."""
     for text in overrides or []:
         key, value = parse_override(text)
         set_key(cfg, key, value, where=f"override '{text}'")

@@ -71,7 +71,7 @@ def validate(cfg: Config) -> None:
     """Cross-field checks that a type check cannot express."""
     validate_ranges(cfg)
     if isinstance(cfg.data.oks_sigmas, str):  # a named set -> its values (what config.yaml then records)
-        from poseseg.data.schema import named_sigmas
+        from poseseg.keypoint_schema import named_sigmas
 
         try:
             cfg.data.oks_sigmas = named_sigmas(cfg.data.oks_sigmas)

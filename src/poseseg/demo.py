@@ -57,7 +57,7 @@ def draw_overlays(weights: Path, data_dir: Path, out_dir: Path, num: int = 8) ->
     with the keypoint threshold calibrated on all of them (``engine.calibrate``). Returns the paths
     and the threshold."""
     from poseseg.data.image_io import load_image_rgb
-    from poseseg.data.schema import KeypointSchema
+    from poseseg.keypoint_schema import KeypointSchema
     from poseseg.engine.calibrate import keypoint_score_threshold
     from poseseg.predictor import Predictor
     from poseseg.visualize import draw

@@ -197,7 +197,7 @@ def _detected(predictor, source, batch_size: int, show_offsets: bool):
 
 
 def _save_overlay(predictor, array: np.ndarray, pred: dict, show_offsets: bool):
-    from poseseg.data.schema import KeypointSchema
+    from poseseg.keypoint_schema import KeypointSchema
     from poseseg.visualize import draw
 
     schema = KeypointSchema.from_dict(predictor.schema) if predictor.schema else None

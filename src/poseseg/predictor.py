@@ -14,40 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from poseseg.config import Config, config_from_dict, load_config
-from poseseg.engine import checkpoint as ckpt
-from poseseg.modeling.model import PoseSegModel, build_model
-
-
-def load_model(weights: str | Path, *, config: str | Path | None = None,
-               overrides: list[str] | None = None) -> tuple[PoseSegModel, Config]:
-    """A model in eval mode from a poseseg checkpoint or named weights (``torchvision-coco``, see
-    ``poseseg weights list``); the saved config unless ``config`` is given."""
-    from poseseg.weights.hub import resolve_weights
-
-    payload = ckpt.load_checkpoint(resolve_weights(weights))
-    if config is not None:
-        cfg = load_config(config, overrides)
-    elif isinstance(payload, dict) and "config" in payload:
-        cfg = config_from_dict(payload["config"])
-        if overrides:
-            from poseseg.config import parse_override, set_key, validate
-
-            for text in overrides:
-                set_key(cfg, *parse_override(text), where=f"override '{text}'")
-            validate(cfg)
-    else:
-        raise ValueError(f"{weights} holds no config (a bare state dict?): pass --config / config= "
-                         "with the preset it was trained with; torchvision / Detectron2 / ImageNet files: convert "
-                         "them first with `poseseg convert-weights SRC... --out OUT.pt`")
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt.model_state_from(payload))
-    except RuntimeError as e:
-        raise ValueError(f"{weights} does not fit the config ({str(e).splitlines()[0]}); "
-                         "pass the config it was trained with") from None
-    model.keypoint_schema = payload.get("keypoint_schema") if isinstance(payload, dict) else None
-    return model.eval(), cfg
+from poseseg.weights.load import load_model
 
 
 def to_tensor_image(image) -> torch.Tensor:
@@ -92,7 +59,7 @@ class Predictor:
 
     def __init__(self, weights: str | Path = "torchvision-coco", config: str | Path | None = None, device: str = "auto", *,
                  score_thresh: float = 0.5, overrides: list[str] | None = None):
-        from poseseg.engine.train import resolve_device
+        from poseseg.device import resolve_device
 
         if str(weights).lower().endswith(".onnx"):  # an exported file: run it with ONNX Runtime
             from poseseg.export.ort_model import OrtModel, providers_for

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from poseseg.data.schema import KeypointSchema, coco_person_schema
+from poseseg.keypoint_schema import KeypointSchema, coco_person_schema
 
 __all__ = ["draw", "draw_ground_truth", "draw_sampling_points", "draw_deform_sampling", "deform_sampling_points",
            "to_pil", "person_color",

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from poseseg.data.check import format_report, summarize_dataset
 from poseseg.data.coco import CocoPeopleDataset, DatasetError, check_schema, collate_skip_none
 from poseseg.data.image_io import ImageReadError
-from poseseg.data.schema import COCO_SIGMAS, coco_person_category
+from poseseg.keypoint_schema import COCO_SIGMAS, coco_person_category
 from poseseg.data.transforms import RandomHorizontalFlip, collate
 
 # pycocotools' annToMask (the reference) trips numpy 2's `__array__(copy=)` deprecation notice

@@ -7,7 +7,7 @@ from eval_helpers import noisy_predictions
 from poseseg.cli import main
 from poseseg.config import ConfigError, load_config
 from poseseg.data.coco import CocoPeopleDataset
-from poseseg.data.schema import COCO_SKELETON, CROWDPOSE_KEYPOINT_NAMES, CROWDPOSE_SIGMAS
+from poseseg.keypoint_schema import COCO_SKELETON, CROWDPOSE_KEYPOINT_NAMES, CROWDPOSE_SIGMAS
 from poseseg.engine.evaluate import score_results
 
 # CrowdPose keypoint i <- COCO keypoint COCO_OF[i]; head <- nose; neck <- the shoulders' midpoint

@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from poseseg.data.schema import COCO_KEYPOINT_NAMES, coco_person_category
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES, coco_person_category
 from poseseg.data.synth import generate_dataset, image_rng, render_image, size_class
 
 LS, RS = COCO_KEYPOINT_NAMES.index("left_shoulder"), COCO_KEYPOINT_NAMES.index("right_shoulder")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 
-from poseseg.data.schema import coco_person_schema
+from poseseg.keypoint_schema import coco_person_schema
 from poseseg.data.transforms import (AspectRatioGroupedBatchSampler, ColorJitter, Compose, RandomHorizontalFlip,
                                      ResizeShortestSide, build_transforms, collate, hflip, resized_shape)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from poseseg.data.schema import COCO_SIGMAS
+from poseseg.keypoint_schema import COCO_SIGMAS
 from poseseg.engine.calibrate import keypoint_score_threshold
 
 

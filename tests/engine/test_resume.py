@@ -8,6 +8,7 @@ import time
 import torch
 
 from poseseg.engine import checkpoint as ckpt
+from poseseg.weights.checkpoint_file import load_checkpoint
 from poseseg.engine.train import train
 
 from synth_helpers import engine_overrides, tiny_config
@@ -21,7 +22,7 @@ def assert_same_weights(a: dict, b: dict):
 
 def test_killed_and_resumed_run_matches_the_straight_run(synth_data, tmp_path):
     straight = train(tiny_config(synth_data, tmp_path / "a"), quiet=True)
-    want = ckpt.load_checkpoint(straight.final_checkpoint)["model"]
+    want = load_checkpoint(straight.final_checkpoint)["model"]
 
     # the same run in a subprocess, killed as soon as its first checkpoint is on disk
     cmd = [sys.executable, "-m", "poseseg", "train", "--config", "tiny",
@@ -39,7 +40,7 @@ def test_killed_and_resumed_run_matches_the_straight_run(synth_data, tmp_path):
 
     resumed = train(tiny_config(synth_data, tmp_path / "b"), resume=run_dir, quiet=True)
     assert resumed.run_dir == run_dir
-    assert_same_weights(want, ckpt.load_checkpoint(resumed.final_checkpoint)["model"])
+    assert_same_weights(want, load_checkpoint(resumed.final_checkpoint)["model"])
 
 
 def test_resume_from_a_checkpoint_in_process(synth_data, tmp_path):
@@ -48,8 +49,8 @@ def test_resume_from_a_checkpoint_in_process(synth_data, tmp_path):
     # extend the stopped run to the full length: same schedule as the straight run
     cfg = tiny_config(synth_data, tmp_path / "b")
     resumed = train(cfg, resume=run.run_dir / "model_0000002.pt", quiet=True)
-    assert_same_weights(ckpt.load_checkpoint(straight.final_checkpoint)["model"],
-                        ckpt.load_checkpoint(resumed.final_checkpoint)["model"])
+    assert_same_weights(load_checkpoint(straight.final_checkpoint)["model"],
+                        load_checkpoint(resumed.final_checkpoint)["model"])
 
 
 def test_half_written_checkpoints_are_never_picked_up(tmp_path):
@@ -63,12 +64,12 @@ def test_time_limit_stops_saves_evaluates_and_resumes(synth_data, tmp_path):
     run = train(tiny_config(synth_data, tmp_path, **{"train.iters": 50, "train.time_limit_minutes": 0.0001}),
                 quiet=True)
     assert run.iterations == 1
-    state = ckpt.load_checkpoint(run.final_checkpoint)
+    state = load_checkpoint(run.final_checkpoint)
     assert state["iteration"] == 1
     assert run.metrics is not None and set(run.metrics) == {"bbox", "segm", "keypoints"}
     # the stopped run resumes where the limit cut it
     resumed = train(tiny_config(synth_data, tmp_path, **{"train.iters": 3}), resume=run.run_dir, quiet=True)
-    assert resumed.iterations == 3 and ckpt.load_checkpoint(resumed.final_checkpoint)["iteration"] == 3
+    assert resumed.iterations == 3 and load_checkpoint(resumed.final_checkpoint)["iteration"] == 3
 
 
 def test_skipped_non_finite_steps_still_count_as_done(synth_data, tmp_path):
@@ -78,4 +79,4 @@ def test_skipped_non_finite_steps_still_count_as_done(synth_data, tmp_path):
                                                "train.nonfinite": "skip", "train.optimizer": "sgd"})
     run = train(cfg, quiet=True)
     assert run.skipped_steps >= 1
-    assert run.iterations == 3 and ckpt.load_checkpoint(run.final_checkpoint)["iteration"] == 3
+    assert run.iterations == 3 and load_checkpoint(run.final_checkpoint)["iteration"] == 3

@@ -4,6 +4,7 @@ import torch
 
 from poseseg.config import ConfigError, TrainConfig, load_config
 from poseseg.engine import checkpoint as ckpt
+from poseseg.weights.checkpoint_file import load_checkpoint
 from poseseg.engine.schedule import LRSchedule, TrainingClock, in_finishing_phase, lr_factor
 from poseseg.engine.train import train
 from synth_helpers import tiny_config
@@ -77,8 +78,8 @@ def test_finishing_phase_leaves_frozen_parameters_bit_identical(synth_data, tmp_
     cfg = tiny_config(synth_data, tmp_path, **{"train.iters": 4, "train.checkpoint_every": 2,
                                                 "train.finish_fraction": 0.5, "train.finish_freeze": "trunk"})
     run = train(cfg, quiet=True)
-    before = ckpt.load_checkpoint(run.run_dir / ckpt.checkpoint_name(2))["model"]
-    after = ckpt.load_checkpoint(run.final_checkpoint)["model"]
+    before = load_checkpoint(run.run_dir / ckpt.checkpoint_name(2))["model"]
+    after = load_checkpoint(run.final_checkpoint)["model"]
     frozen_prefixes = ("backbone.", "fpn.", "rpn.", "box_head.")
     frozen = [k for k in before if k.startswith(frozen_prefixes)]
     assert any("running_mean" in k for k in frozen)
@@ -93,5 +94,5 @@ def test_time_schedule_trains_until_the_budget_and_saves_the_clock(synth_data, t
                                                 "train.time_limit_minutes": 0.05})
     run = train(cfg, quiet=True)
     assert 0 < run.iterations < 10_000
-    state = ckpt.load_checkpoint(run.final_checkpoint)
+    state = load_checkpoint(run.final_checkpoint)
     assert state["iteration"] == run.iterations and state["schedule"]["elapsed_seconds"] >= 3.0

@@ -17,7 +17,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from poseseg.data.image_io import load_image_rgb  # noqa: E402
-from poseseg.data.schema import KeypointSchema  # noqa: E402
+from poseseg.keypoint_schema import KeypointSchema  # noqa: E402
 from poseseg.export.deform_symbolic import ExportError, register_deform_conv_symbolic  # noqa: E402
 from poseseg.export.onnx_export import export_onnx  # noqa: E402
 from poseseg.export.ort_model import OrtModel  # noqa: E402
@@ -204,7 +204,7 @@ def test_fixed_size_export_refuses_other_sizes(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint_14(tmp_path_factory):
     """A tiny 14-keypoint (CrowdPose-like) checkpoint with its schema, as training writes it."""
-    from poseseg.engine.checkpoint import save_checkpoint
+    from poseseg.weights.checkpoint_file import save_checkpoint
 
     names = ["left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
              "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck"]

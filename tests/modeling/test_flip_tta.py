@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import poseseg
-from poseseg.data.schema import coco_person_schema
+from poseseg.keypoint_schema import coco_person_schema
 from poseseg.modeling.flip_tta import mirror_boxes, unflip_keypoints
 
 WIDTH = 320

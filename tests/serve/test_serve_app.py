@@ -9,7 +9,7 @@ from pycocotools import mask as mask_util
 
 from poseseg import Predictor
 from poseseg.data.image_io import load_image_rgb, to_rgb_array
-from poseseg.data.schema import COCO_KEYPOINT_NAMES
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
 from poseseg.visualize import draw
 
 

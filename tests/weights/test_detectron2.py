@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from poseseg.predictor import load_model
+from poseseg.weights.load import load_model
 from poseseg.weights import convert_files
 
 BLOCKS = [3, 4, 6, 3]

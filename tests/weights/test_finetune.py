@@ -5,7 +5,7 @@ import json
 import torch
 
 from poseseg import cli
-from poseseg.data.schema import COCO_KEYPOINT_NAMES
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
 from poseseg.weights import match_schemas
 
 CROWDPOSE = ["left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",

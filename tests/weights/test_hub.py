@@ -17,7 +17,7 @@ from torchvision.models.detection import (KeypointRCNN_ResNet50_FPN_Weights, Mas
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 from poseseg import Predictor, cli
-from poseseg.data.schema import COCO_KEYPOINT_NAMES
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
 from poseseg.modeling import backbone as backbone_mod
 from poseseg.modeling import model as model_mod
 from poseseg.modeling.mask_paste import paste_full

@@ -4,7 +4,7 @@ import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
 from poseseg import cli
-from poseseg.predictor import load_model
+from poseseg.weights.load import load_model
 from poseseg.weights import resolve_named
 
 SLIM = ["--set", "model.heads=[box]", "--set", "model.fpn.channels=16", "--set", "model.box.fc_dim=16"]

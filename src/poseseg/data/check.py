@@ -13,7 +13,7 @@ from typing import Any, Callable
 from poseseg.data.coco_json import DatasetError, _load_json, check_schema, parse_coco_people
 from poseseg.data.eval_sanity import check_ground_truth
 from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb
-from poseseg.data.schema import COCO_KEYPOINT_NAMES
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
 
 __all__ = ["summarize_dataset", "format_report"]
 

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from poseseg.data.coco_json import DatasetError, check_schema, parse_coco_people, resolve_schema
 from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb
-from poseseg.data.schema import KeypointSchema
+from poseseg.keypoint_schema import KeypointSchema
 from poseseg.data.transforms import collate
 from poseseg.types import Target
 

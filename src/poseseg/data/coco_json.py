@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from poseseg.data.schema import COCO_KEYPOINT_NAMES, KeypointSchema, skeleton_outside
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES, KeypointSchema, skeleton_outside
 
 __all__ = ["DatasetError", "check_schema", "resolve_schema", "parse_coco_people"]
 

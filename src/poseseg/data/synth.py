@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 from pycocotools import mask as mask_utils
 
-from poseseg.data.schema import coco_person_category
+from poseseg.keypoint_schema import coco_person_category
 from poseseg.data.synth_figure import FACE_KEYPOINTS, Layer, pick, render_distractor, render_person
 
 JPEG_QUALITY = 90

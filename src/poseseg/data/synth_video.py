@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from poseseg.data.schema import coco_person_category
+from poseseg.keypoint_schema import coco_person_category
 from poseseg.data.synth import (MIN_VISIBLE_AREA, MIN_VISIBLE_FRACTION, _clip, _owner_map, _paste, make_background,
                                 person_to_coco)
 from poseseg.data.synth_figure import FACE_KEYPOINTS, render_distractor, render_person

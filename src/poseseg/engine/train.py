@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from poseseg.config import Config, config_from_dict
+from poseseg.config import Config, apply_overrides, config_from_dict
+from poseseg.device import resolve_device
 from poseseg.engine import checkpoint as ckpt
+from poseseg.weights.checkpoint_file import load_checkpoint, save_checkpoint
 from poseseg.engine import distributed as dist
 from poseseg.engine.evaluate import evaluate, format_metrics
 from poseseg.engine.optim import apply_freeze, build_optimizer, scaled_lr
@@ -31,15 +33,6 @@ class TrainResult:
     model: PoseSegModel | None = None
     skipped_images: list[str] = field(default_factory=list)
     skipped_steps: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -61,14 +54,7 @@ def resolve_resume(path: str | Path) -> Path:
 
 def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> Config:
     """The config a run was started with (saved in its checkpoint), plus any overrides."""
-    from poseseg.config import parse_override, set_key, validate
-
-    cfg = config_from_dict(ckpt.load_checkpoint(resolve_resume(path))["config"])
-    for text in overrides or []:
-        key, value = parse_override(text)
-        set_key(cfg, key, value, where=f"override '{text}'")
-    validate(cfg)
-    return cfg
+    return apply_overrides(config_from_dict(load_checkpoint(resolve_resume(path))["config"]), overrides)
 
 
 def build_datasets(cfg: Config, model_keypoints: int | None, load_masks: bool = True):
@@ -127,7 +113,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     clock = TrainingClock(t)
     start_iter = 0
     if resume_path is not None:
-        state = ckpt.load_checkpoint(resume_path)
+        state = load_checkpoint(resume_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         clock.load_state_dict(state.get("schedule", {}))  # seconds trained so far (older checkpoints: none)
@@ -336,7 +322,7 @@ def _memory_mb(device: torch.device) -> float:
 def _save(path: Path, model: PoseSegModel, optimizer, clock: TrainingClock, iteration: int, cfg: Config) -> None:
     rng = dist.all_gather_objects(ckpt.capture_rng_state())  # every rank's streams: exact resume
     if dist.is_main():
-        ckpt.save_checkpoint(path, {
+        save_checkpoint(path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": clock.state_dict(),
             "iteration": iteration, "rng": rng, "config": cfg.to_dict(), "keypoint_schema": model.keypoint_schema,
         })

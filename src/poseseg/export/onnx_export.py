@@ -150,7 +150,7 @@ def export_checkpoint(weights: str | Path, out: str | Path, *, config: str | Pat
                       overrides: list[str] | None = None, opset: int = DEFORM_CONV_OPSET,
                       size: tuple[int, int] | None = None) -> ExportReport:
     """``poseseg export``: a checkpoint (its saved config, or ``config`` + ``overrides``) -> ``out``."""
-    from poseseg.predictor import load_model
+    from poseseg.weights.load import load_model
 
     if importlib.util.find_spec("onnx") is None:
         raise ExportError("ONNX export needs the onnx package: pip install 'poseseg[export]'")

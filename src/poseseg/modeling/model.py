@@ -15,7 +15,7 @@ from poseseg.config import Config, ModelConfig
 from poseseg.modeling.backbone import ResNet
 from poseseg.modeling.box_head import BoxHead
 from poseseg.modeling.conv_tower import zero_loss
-from poseseg.data.schema import KeypointSchema
+from poseseg.keypoint_schema import KeypointSchema
 from poseseg.modeling.flip_tta import mirror_boxes, unflip_keypoints, unflip_mask_logits
 from poseseg.modeling.fpn import FPN
 from poseseg.modeling.input_transform import InputTransform

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from poseseg.data.schema import KeypointSchema, coco_person_schema
+from poseseg.keypoint_schema import KeypointSchema, coco_person_schema
 from poseseg.serve.batcher import Batcher
 from poseseg.serve.codec import ApiError, Upload, read_upload
 from poseseg.serve.results import OUTPUTS, OutputOptions, schema_json, select, to_json

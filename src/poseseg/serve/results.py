@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_util
 
-from poseseg.data.schema import KeypointSchema
+from poseseg.keypoint_schema import KeypointSchema
 
 OUTPUTS = ("boxes", "masks", "keypoints")
 FORMATS = ("simple", "coco")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from poseseg.data.schema import COCO_SIGMAS
+from poseseg.keypoint_schema import COCO_SIGMAS
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from poseseg.config import Config, load_config, set_key
-from poseseg.data.schema import coco_person_schema
+from poseseg.config import Config, apply_overrides, load_config, set_key, validate
+from poseseg.keypoint_schema import coco_person_schema
 from poseseg.weights.detectron2 import convert_caffe2_resnet, convert_detectron2
 from poseseg.weights.report import Conversion, ConversionReport, apply_conversion
 from poseseg.weights.torchvision import convert_torchvision, convert_torchvision_classifier, load_torchvision
@@ -145,7 +145,6 @@ def _conversion(file: SourceFile, cfg: Config, *, with_trunk: bool) -> Conversio
 def checkpoint_from_sources(files: list[SourceFile], *, preset: str | None = None,
                             overrides: list[str] | None = None) -> dict:
     """Convert and merge: the trunk from the keypoint model (else the first file), heads from each file."""
-    from poseseg.config import parse_override
     from poseseg.modeling.model import build_model
 
     kinds = [f.kind for f in files]
@@ -165,14 +164,14 @@ def checkpoint_from_sources(files: list[SourceFile], *, preset: str | None = Non
     if family == "detectron2":
         settings.update(DETECTRON2_HEADS)
     cfg = _config(preset, settings)
-    for text in overrides or []:
-        set_key(cfg, *parse_override(text), where=f"override '{text}'")
+    apply_overrides(cfg, overrides)
     trunk_file = next((f for f in files if f.kind.endswith("keypoint")), files[0])
     conv = Conversion()
     for f in files:
         conv.merge(_conversion(f, cfg, with_trunk=f is trunk_file))
     for _src, key, value in conv.config_values:
         set_key(cfg, key, value, where="weights conversion")
+    validate(cfg)
     model = build_model(cfg)
     report = apply_conversion(model, conv, source=", ".join(str(f.path) for f in files))
     if not report.used:
@@ -183,7 +182,7 @@ def checkpoint_from_sources(files: list[SourceFile], *, preset: str | None = Non
 def convert_files(sources: list[str | Path], out: str | Path, *, preset: str | None = None,
                   overrides: list[str] | None = None) -> ConversionReport:
     """``poseseg convert-weights``: write ``out`` (a poseseg checkpoint) and ``out``.report.txt."""
-    from poseseg.engine.checkpoint import save_checkpoint
+    from poseseg.weights.checkpoint_file import save_checkpoint
 
     payload = checkpoint_from_sources([read_source(s) for s in sources], preset=preset, overrides=overrides)
     out = Path(out)

@@ -6,38 +6,28 @@ from pathlib import Path
 
 from torch import nn
 
-from poseseg.config import Config, config_from_dict, parse_override, set_key, validate
-from poseseg.weights.hub import resolve_weights
+from poseseg.config import Config, apply_overrides, config_from_dict
+from poseseg.weights.checkpoint_file import model_state_from
+from poseseg.weights.load import load_weights_file
 from poseseg.weights.schema_transfer import transfer_keypoint_channels
-
-
-def _load(weights: str | Path) -> dict:
-    from poseseg.engine import checkpoint as ckpt
-
-    return ckpt.load_checkpoint(resolve_weights(weights))
 
 
 def config_from_weights(weights: str | Path, overrides: list[str] | None = None) -> Config:
     """The config saved with ``weights`` (a checkpoint or a name) plus ``key=value`` overrides: the model a
     fine-tuning run builds when no --config is given."""
-    payload = _load(weights)
+    payload = load_weights_file(weights)
     if not isinstance(payload, dict) or "config" not in payload:
         raise ValueError(f"--init-weights {weights} holds no config (a bare state dict?): pass --config with the "
                          "preset whose model it fits")
     cfg = config_from_dict(payload["config"])
     cfg.train.init_weights = str(weights)
-    for text in overrides or []:
-        set_key(cfg, *parse_override(text), where=f"override '{text}'")
-    validate(cfg)
-    return cfg
+    return apply_overrides(cfg, overrides)
 
 
 def init_from_weights(model: nn.Module, weights: str | Path) -> list[str]:
     """Load the weights of a checkpoint / named weights into ``model`` (no optimizer, iteration or schedule);
     returns the lines for the start-up log. ``model.keypoint_schema`` is the dataset's schema."""
-    from poseseg.engine.checkpoint import model_state_from
-
-    payload = _load(weights)
+    payload = load_weights_file(weights)
     state = dict(model_state_from(payload))
     # a converted file's tensors that no source filled (an ImageNet start's heads) are someone else's random
     # init: the new model keeps its own instead

@@ -2,7 +2,7 @@
 (hash-checked, progress bar), converted once into a poseseg checkpoint that is cached next to its sources.
 
     path = resolve_named("torchvision-coco")   # downloads on first use, then instant
-    poseseg.Predictor("torchvision-coco")      # the same, through poseseg.predictor.load_model
+    poseseg.Predictor("torchvision-coco")      # the same, through poseseg.weights.load.load_model
 
 ``POSESEG_OFFLINE=1`` never downloads: the files must already be in the hub cache.
 """
@@ -149,7 +149,7 @@ def converted_dir() -> Path:
 
 def resolve_named(name: str, *, progress: bool = True) -> Path:
     """Path of the converted poseseg checkpoint for named weights, converting (and downloading) on first use."""
-    from poseseg.engine.checkpoint import save_checkpoint
+    from poseseg.weights.checkpoint_file import save_checkpoint
 
     if name not in NAMED:
         import difflib

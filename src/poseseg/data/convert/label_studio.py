@@ -19,7 +19,7 @@ import pycocotools.mask as mask_utils
 
 from poseseg.data.convert.brush_rle import decode_brush_rle
 from poseseg.data.convert.people import ConvertError, ImageRecord, Person, to_coco
-from poseseg.data.schema import COCO_KEYPOINT_NAMES, COCO_SKELETON
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
 __all__ = ["read_label_studio"]
 

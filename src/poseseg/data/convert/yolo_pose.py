@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from poseseg.data.convert.people import ConvertError, ImageRecord, Person, to_coco
-from poseseg.data.schema import COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointSchema
+from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointSchema
 
 __all__ = ["read_yolo_pose", "write_yolo_pose"]
 
