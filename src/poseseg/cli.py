@@ -346,9 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=19, help="ONNX opset (16-20; deformable layers need 19+)")
-    shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="fix the input image size")
-    shape.add_argument("--dynamic", action="store_true", help="any input image size (the default)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="fix the input image size (default: any size)")
     _add_config_args(p)
     p.set_defaults(func=cmd_export)
 

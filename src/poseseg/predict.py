@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from poseseg.modeling.postprocess import coco_records
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".ogv", ".3gp"}
 
@@ -207,23 +209,4 @@ def _save_overlay(predictor, array: np.ndarray, pred: dict, show_offsets: bool):
 
 def _add_results(results: list, pred: dict, image_id: int, extra: dict, report: PredictReport) -> None:
     report.people += len(pred["boxes"])
-    results.extend(coco_records(pred, image_id, extra))
-
-
-def coco_records(pred: dict, image_id: int, extra: dict | None = None) -> list[dict]:
-    """One image's prediction -> COCO result records (one per person: bbox, segmentation, keypoints, scores)."""
-    from poseseg.engine.evaluate import prediction_to_coco
-
-    records = []
-    per_type = prediction_to_coco(pred, image_id, category_id=1)
-    for i, box in enumerate(per_type["bbox"]):
-        record = {**box, **(extra or {})}
-        if "track_ids" in pred:
-            record["track_id"] = int(pred["track_ids"][i])
-        if per_type["segm"]:
-            record["segmentation"] = per_type["segm"][i]["segmentation"]
-        if per_type["keypoints"]:
-            record["keypoints"] = per_type["keypoints"][i]["keypoints"]
-            record["keypoint_scores"] = [float(s) for s in pred["keypoint_scores"][i]]
-        records.append(record)
-    return records
+    results.extend(coco_records(pred, image_id, extra=extra))

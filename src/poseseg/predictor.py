@@ -14,6 +14,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from poseseg.device import resolve_device
+from poseseg.export.ort_model import OrtModel, providers_for
+from poseseg.modeling.mask_paste import masks_to_image
+from poseseg.modeling.postprocess import postprocess
 from poseseg.weights.load import load_model
 
 
@@ -40,17 +44,11 @@ def to_tensor_image(image) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
 
 
-def to_numpy(pred: dict, score_thresh: float, image_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
-    """Detections above ``score_thresh`` as numpy; RoI masks are pasted box by box into (N, H, W) bool."""
-    from poseseg.modeling.mask_paste import masks_to_image, paste_in_boxes
-
-    keep = pred["scores"] >= score_thresh
-    roi_masks = pred.pop("roi_masks", None)
-    out = {k: v[keep].cpu().numpy() for k, v in pred.items()}
-    if roi_masks is not None:
-        out["masks"] = masks_to_image(paste_in_boxes(roi_masks[keep], pred["boxes"][keep], image_hw), image_hw)
-    elif "masks" in out:
-        out["masks"] = out["masks"][:, 0] >= 0.5  # (N, H, W) bool
+def to_numpy(pred: dict) -> dict[str, np.ndarray]:
+    """A post-processed prediction as numpy; ``box_masks`` become ``masks`` (N, H, W) bool."""
+    out = {k: v.cpu().numpy() for k, v in pred.items() if isinstance(v, torch.Tensor)}
+    if "box_masks" in pred:
+        out["masks"] = masks_to_image(pred["box_masks"], pred["image_size"])
     return out
 
 
@@ -59,11 +57,7 @@ class Predictor:
 
     def __init__(self, weights: str | Path = "torchvision-coco", config: str | Path | None = None, device: str = "auto", *,
                  score_thresh: float = 0.5, overrides: list[str] | None = None):
-        from poseseg.device import resolve_device
-
         if str(weights).lower().endswith(".onnx"):  # an exported file: run it with ONNX Runtime
-            from poseseg.export.ort_model import OrtModel, providers_for
-
             if config is not None or overrides:
                 raise ValueError(f"{weights} is an exported ONNX graph: its config is fixed at export, so "
                                  f"--config and overrides ({overrides}) cannot apply; export again with them "
@@ -82,15 +76,11 @@ class Predictor:
                       score_thresh: float | None = None) -> list[dict[str, np.ndarray]]:
         """``score_thresh``: this call's threshold instead of the predictor's."""
         tensors = [to_tensor_image(img).to(self.device) for img in images]
-        self.model.return_keypoint_peaks = with_offsets
-        self.model.masks_in_boxes = True  # no full-size float mask per person (a 12 MP photo stays small)
-        try:
-            preds = self.model(tensors)
-        finally:
-            self.model.return_keypoint_peaks = False
-            self.model.masks_in_boxes = False
         thresh = self.score_thresh if score_thresh is None else score_thresh
-        return [to_numpy(p, thresh, tuple(t.shape[-2:])) for p, t in zip(preds, tensors)]
+        # masks pasted box by box: no full-size float mask per person (a 12 MP photo stays small)
+        preds = postprocess(self.model.predict_rois(tensors), masks="boxes", score_thresh=thresh,
+                            keypoint_peaks=with_offsets)
+        return [to_numpy({**p, "image_size": tuple(t.shape[-2:])}) for p, t in zip(preds, tensors)]
 
     def predict(self, image, *, with_offsets: bool = False) -> dict[str, np.ndarray]:
         return self.predict_batch([image], with_offsets=with_offsets)[0]

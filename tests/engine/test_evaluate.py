@@ -7,7 +7,8 @@ import torch
 from pycocotools.coco import COCO
 
 from poseseg.data.coco import CocoPeopleDataset
-from poseseg.engine.evaluate import coco_metrics, format_metrics, prediction_to_coco
+from poseseg.engine.evaluate import format_metrics, score_results
+from poseseg.modeling.postprocess import coco_records, records_by_iou_type
 
 
 
@@ -24,7 +25,7 @@ def ground_truth_as_predictions(sample):
         pred = {"boxes": target["boxes"][keep], "scores": torch.ones(n),
                 "masks": target["masks"][keep][:, None].float(), "keypoints": target["keypoints"][keep]}
         labelled = (pred["keypoints"][..., 2] > 0).any(dim=1).tolist()
-        for k, v in prediction_to_coco(pred, target["image_id"], 1).items():
+        for k, v in records_by_iou_type(coco_records(pred, target["image_id"])).items():
             # people without labelled keypoints are ignored by COCO's keypoint evaluation
             results[k].extend(d for d, has_kps in zip(v, labelled) if k != "keypoints" or has_kps)
     return gt, results, [int(i) for i in ds.image_ids], ds.schema.sigmas
@@ -32,8 +33,8 @@ def ground_truth_as_predictions(sample):
 
 def test_ground_truth_scores_ap_one_for_all_three_types(coco_sample):
     gt, results, image_ids, sigmas = ground_truth_as_predictions(coco_sample)
-    metrics = coco_metrics(gt, results, category_id=1, iou_types=["bbox", "segm", "keypoints"], sigmas=sigmas,
-                           image_ids=image_ids)
+    metrics = score_results(gt, results, category_id=1, iou_types=["bbox", "segm", "keypoints"], sigmas=sigmas,
+                             image_ids=image_ids).metrics
     for iou_type in ("bbox", "segm", "keypoints"):
         assert metrics[iou_type]["AP"] == pytest.approx(1.0), (iou_type, metrics[iou_type])
         assert metrics[iou_type]["AP50"] == pytest.approx(1.0)
@@ -43,8 +44,8 @@ def test_ground_truth_scores_ap_one_for_all_three_types(coco_sample):
 def test_no_predictions_score_zero_without_crashing(coco_sample):
     gt, _, image_ids, sigmas = ground_truth_as_predictions(coco_sample)
     empty = {"bbox": [], "segm": [], "keypoints": []}
-    metrics = coco_metrics(gt, empty, category_id=1, iou_types=["bbox", "segm", "keypoints"], sigmas=sigmas,
-                           image_ids=image_ids)
+    metrics = score_results(gt, empty, category_id=1, iou_types=["bbox", "segm", "keypoints"], sigmas=sigmas,
+                             image_ids=image_ids).metrics
     assert all(v == 0.0 for stats in metrics.values() for v in stats.values())
     assert "bbox" in format_metrics(metrics)
 
@@ -53,7 +54,7 @@ def test_shifted_boxes_score_below_one(coco_sample):
     gt, results, image_ids, sigmas = ground_truth_as_predictions(coco_sample)
     for r in results["bbox"]:
         r["bbox"][0] += r["bbox"][2] * 0.4  # IoU ~0.43 with its ground truth
-    metrics = coco_metrics(gt, results, category_id=1, iou_types=["bbox"], image_ids=image_ids)
+    metrics = score_results(gt, results, category_id=1, iou_types=["bbox"], image_ids=image_ids).metrics
     assert metrics["bbox"]["AP"] < 0.2 and metrics["bbox"]["AP50"] < 0.5
 
 

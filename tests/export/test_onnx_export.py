@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from poseseg.keypoint_schema import KeypointSchema  # noqa: E402
 from poseseg.export.deform_symbolic import ExportError, register_deform_conv_symbolic  # noqa: E402
 from poseseg.export.onnx_export import export_onnx  # noqa: E402
 from poseseg.export.ort_model import OrtModel  # noqa: E402
+from poseseg.modeling.postprocess import postprocess  # noqa: E402
 from poseseg.ops import DeformConv2d, deform_conv2d  # noqa: E402
 from poseseg.predictor import Predictor, to_tensor_image  # noqa: E402
 
@@ -54,12 +56,10 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def assert_parity(model, runner: OrtModel, images: list[torch.Tensor]) -> None:
-    runner.return_keypoint_peaks = model.return_keypoint_peaks = True
     total = 0
     for img in images:
-        with torch.no_grad():
-            ref = model([img])[0]
-        got = runner([img])[0]
+        ref = postprocess(model.predict_rois([img]), keypoint_peaks=True)[0]
+        got = postprocess(runner.predict_rois([img]), keypoint_peaks=True)[0]
         assert set(got) == set(ref)
         n = ref["boxes"].shape[0]
         assert got["boxes"].shape[0] == n
@@ -112,6 +112,13 @@ def test_deform_conv_layer_in_ort_equals_ours_and_torchvision(tmp_path, modulate
                                                mask=mask)
     torch.testing.assert_close(got, ours, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_opsets_below_19_export_a_model_without_deformable_layers(coco_images, tmp_path):
+    model, _ = build("tiny", SMALL)
+    export_onnx(model, tmp_path / "m17.onnx", opset=17)
+    assert onnx.load(str(tmp_path / "m17.onnx")).opset_import[0].version == 17
+    assert_parity(model, OrtModel(tmp_path / "m17.onnx"), coco_images[:1])
 
 
 def test_what_cannot_be_exported_faithfully_is_refused_by_name(tmp_path):
@@ -184,6 +191,13 @@ def test_no_detections_gives_empty_outputs(tmp_path):
     assert pred["boxes"].shape == (0, 4) and pred["masks"].shape == (0, 1, 200, 260)
     assert pred["keypoints"].shape == (0, 17, 3)
 
+    # a file of the earlier format (boxes already in the picture's pixels) is refused, not misread
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    next(p for p in proto.metadata_props if p.key == "poseseg_format").value = "poseseg-onnx-1"
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(ExportError, match=r"old\.onnx was exported by another poseseg version.*re-export"):
+        OrtModel(tmp_path / "old.onnx")
+
 
 def test_fixed_size_export_refuses_other_sizes(tmp_path):
     model, _ = build("tiny", [])
@@ -242,6 +256,8 @@ def test_cli_export_then_predict_matches_the_checkpoint(checkpoint_14, coco_samp
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
         np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=0.1)
         assert abs(a["score"] - b["score"]) < 1e-3
+        # the same masks: one paste for both (issue 21 measured mean IoU 0.936 when they were pasted apart)
+        assert mask_util.iou([a["segmentation"]], [b["segmentation"]], [0])[0, 0] >= 0.99
 
 
 def test_corrupted_or_foreign_onnx_files_give_clear_errors(tmp_path, capsys):

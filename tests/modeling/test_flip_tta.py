@@ -48,7 +48,7 @@ def test_flip_tta_on_a_symmetric_input_gives_mirrored_left_right_keypoints():
         assert kps[li, 1].item() == pytest.approx(kps[ri, 1].item(), abs=1e-3)
     assert out["keypoint_scores"][0, schema.names.index("left_wrist")] == pytest.approx(
         out["keypoint_scores"][0, schema.names.index("right_wrist")].item(), rel=1e-5)
-    masks = out["masks"][0, 0]  # (M, M) in the box's frame: symmetric too
+    masks = out["mask_probs"][0, 0]  # (M, M) in the box's frame: symmetric too
     assert torch.allclose(masks, masks.flip(-1), atol=1e-6)
 
 
@@ -96,5 +96,5 @@ def test_flip_for_keypoints_only_leaves_masks_as_the_plain_pass():
     model = _model(True)
     model.test_flip_masks = False
     flipped = _heads(model, image, box)
-    assert torch.equal(flipped["masks"], plain["masks"])
+    assert torch.equal(flipped["mask_probs"], plain["mask_probs"])
     assert not torch.equal(flipped["keypoints"], plain["keypoints"])

@@ -103,23 +103,23 @@ def test_keypoint_head_reusing_the_mask_pooling_gives_identical_outputs(monkeypa
                                                  "model.box.detections_per_image=5"])
     model = poseseg.build_model(cfg).eval()
     nn.init.normal_(model.keypoint_head.offset_deconv.weight, std=0.01)  # non-zero offsets
-    assert model_mod._same_pooling(model.mask_pooler, model.keypoint_pooler)
+    assert model_mod.same_pooling(model.mask_pooler, model.keypoint_pooler)
     x = torch.rand(3, 128, 160)
     with torch.no_grad():
         batch, _ = model.transform([x])
         features = model.fpn(model.backbone(batch.tensors))
         proposals, _ = model.rpn(batch, features)
         shared = model._detect(features, proposals, batch.image_sizes)
-        monkeypatch.setattr(model_mod, "_same_pooling", lambda a, b: False)
+        monkeypatch.setattr(model_mod, "same_pooling", lambda a, b: False)
         separate = model._detect(features, proposals, batch.image_sizes)
     assert shared[0]["boxes"].shape[0] == 5
-    for key in ("boxes", "masks", "keypoints", "keypoint_scores", "keypoint_peaks"):
+    for key in ("boxes", "mask_probs", "keypoints", "keypoint_scores", "keypoint_peaks"):
         assert torch.equal(shared[0][key], separate[0][key]), key
 
 
 def test_poolers_with_different_settings_are_not_shared():
     base = ["model.input.test_size=128"]
     model = poseseg.build_model(poseseg.load_config("tiny", overrides=base + ["model.keypoint.pooled_size=7"]))
-    assert not model_mod._same_pooling(model.mask_pooler, model.keypoint_pooler)
+    assert not model_mod.same_pooling(model.mask_pooler, model.keypoint_pooler)
     model = poseseg.build_model(poseseg.load_config("tiny", overrides=base + ["model.roi.deform_pool=[keypoint]"]))
-    assert not model_mod._same_pooling(model.mask_pooler, model.keypoint_pooler)
+    assert not model_mod.same_pooling(model.mask_pooler, model.keypoint_pooler)

@@ -58,5 +58,5 @@ def test_rle_and_bool_masks_agree():
     pasted = paste_in_boxes(masks, boxes, HW)
     image = masks_to_image(pasted, HW)
     for i, m in enumerate(pasted):
-        assert np.array_equal(mask_utils.decode(box_mask_to_rle(m, HW)).astype(bool), image[i])
+        assert np.array_equal(mask_utils.decode(box_mask_to_rle(m)).astype(bool), image[i])
     assert masks_to_image([], HW).shape == (0, *HW)

@@ -2,10 +2,10 @@
 import pytest
 import torch
 import torchvision
+from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 import poseseg
 from poseseg.modeling import backbone as backbone_mod
-from poseseg.modeling import model as model_mod
 from poseseg.weights import from_torchvision, load_torchvision
 
 SIZE = 256
@@ -31,9 +31,8 @@ def test_same_outputs_as_torchvision(kind, monkeypatch):
     # random weights and fresh BN statistics nothing normalises the activations, which grow
     # through 50 layers and magnify it past 1e-4 (and reorder near-tied detections). The fast
     # paths' equivalence is tested in test_inference_fast_path.py; the architecture is compared
-    # here on the plain path.
-    monkeypatch.setattr(backbone_mod, "conv_norm", lambda conv, norm, x: norm(conv(x)))
-    monkeypatch.setattr(model_mod, "CHANNELS_LAST_INFERENCE", False)
+    # here on the plain path (unfolded convs on NCHW tensors: x.contiguous() undoes channels-last).
+    monkeypatch.setattr(backbone_mod, "conv_norm", lambda conv, norm, x: norm(conv(x.contiguous())))
     torch.manual_seed(0)
     build = (torchvision.models.detection.keypointrcnn_resnet50_fpn if kind == "keypoint"
              else torchvision.models.detection.maskrcnn_resnet50_fpn)
@@ -51,7 +50,16 @@ def test_same_outputs_as_torchvision(kind, monkeypatch):
     torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got["labels"], want["labels"])
     if kind == "mask":
-        torch.testing.assert_close(got["masks"], want["masks"], atol=1e-4, rtol=1e-4)
+        # the mask head's probabilities over each box; the paste into the picture is our aligned one
+        # (tests/modeling/test_mask_paste.py compares it with torchvision's paste)
+        with torch.no_grad():
+            batch, _ = theirs.transform([img])
+            feats = theirs.backbone(batch.tensors)
+            rois = ours.predict_rois([img]).detections[0]
+            pooled = theirs.roi_heads.mask_roi_pool(feats, [rois["boxes"]], batch.image_sizes)
+            tv = maskrcnn_inference(theirs.roi_heads.mask_predictor(theirs.roi_heads.mask_head(pooled)),
+                                    [rois["labels"]])[0]  # (N, 1, 28, 28)
+        torch.testing.assert_close(rois["mask_probs"], tv, atol=1e-4, rtol=1e-4)
     else:
         # heatmap logits on the final boxes, through each model's own pooler and head
         with torch.no_grad():

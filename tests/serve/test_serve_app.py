@@ -68,7 +68,7 @@ def test_predict_json_equals_predictor(make_client, trained_checkpoint, photo_by
 
 
 def test_coco_format_and_polygons(make_client, serve_predictor, photo_bytes, photo_path):
-    from poseseg.predict import coco_records
+    from poseseg.modeling.postprocess import coco_records
 
     client = make_client()
     threshold = median_score(client, photo_bytes)
@@ -222,7 +222,7 @@ def test_a_model_failure_is_a_500_with_an_id_in_the_log(make_client, serve_predi
             raise RuntimeError("simulated kernel failure")
 
     client = make_client()
-    hook = serve_predictor.model.register_forward_pre_hook(explode_on_tiny_images)
+    hook = serve_predictor.model.transform.register_forward_pre_hook(explode_on_tiny_images)
     try:
         with caplog.at_level(logging.ERROR, logger="poseseg.serve"):
             response = client.post("/predict", content=png_bytes(Image.new("RGB", (77, 60), "white")))

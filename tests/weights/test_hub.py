@@ -19,7 +19,6 @@ from torchvision.models.detection.roi_heads import maskrcnn_inference
 from poseseg import Predictor, cli
 from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
 from poseseg.modeling import backbone as backbone_mod
-from poseseg.modeling import model as model_mod
 from poseseg.modeling.mask_paste import paste_full
 from poseseg.weights import config_from_weights, hub
 
@@ -67,8 +66,7 @@ def test_predict_with_named_weights_equals_torchvision(hub_cache, coco_sample, t
     monkeypatch.setenv("POSESEG_OFFLINE", "1")  # everything is in the cache: nothing may be downloaded
     # Random weights with fresh BN statistics magnify float rounding through 50 layers: compare on the plain
     # (unfolded, NCHW) path, as tests/modeling/test_torchvision_parity.py does.
-    monkeypatch.setattr(backbone_mod, "conv_norm", lambda conv, norm, x: norm(conv(x)))
-    monkeypatch.setattr(model_mod, "CHANNELS_LAST_INFERENCE", False)
+    monkeypatch.setattr(backbone_mod, "conv_norm", lambda conv, norm, x: norm(conv(x.contiguous())))
     out = tmp_path / "pred"
     args = ["predict", "--weights", "torchvision-coco", str(coco_sample), "--out", str(out), "--score-thresh", "0"]
     assert cli.main(args + [a for o in OVERRIDES for a in ("--set", o)]) == 0

@@ -12,13 +12,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pycocotools.mask as mask_util
 import torch
 
 from poseseg.data.eval_sanity import check_ground_truth, check_predictions, fill_missing_fields, format_warnings
 from poseseg.engine import distributed as dist
 from poseseg.engine.coco_backend import coco_stats, make_ground_truth, resolve_backend
+from poseseg.modeling.postprocess import coco_records, postprocess, records_by_iou_type
 
 IOU_TYPES = {"box": "bbox", "mask": "segm", "keypoint": "keypoints"}
 STAT_NAMES = {
@@ -26,41 +25,6 @@ STAT_NAMES = {
     "segm": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
     "keypoints": ["AP", "AP50", "AP75", "APm", "APl"],  # COCO keypoints have no small-object AP
 }
-
-
-def prediction_to_coco(pred: dict, image_id: int, category_id: int, mask_thresh: float = 0.5) -> dict[str, list]:
-    """One image's Prediction (tensors or arrays) -> COCO result dicts per iou type."""
-    boxes = np.asarray(_np(pred["boxes"]), dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(_np(pred["scores"]), dtype=np.float64).reshape(-1)
-    out: dict[str, list] = {"bbox": [], "segm": [], "keypoints": []}
-    pasted = None
-    if "roi_masks" in pred:  # RoI masks + the image size: paste box by box, no full-size float mask
-        from poseseg.modeling.mask_paste import box_mask_to_rle, paste_in_boxes
-
-        image_hw = tuple(int(v) for v in pred["image_hw"])
-        pasted = paste_in_boxes(torch.as_tensor(pred["roi_masks"]), torch.as_tensor(boxes), image_hw)
-    for i, (box, score) in enumerate(zip(boxes, scores)):
-        x1, y1, x2, y2 = box.tolist()
-        base = {"image_id": int(image_id), "category_id": int(category_id), "score": float(score)}
-        out["bbox"].append({**base, "bbox": [x1, y1, x2 - x1, y2 - y1]})
-        if pasted is not None:
-            out["segm"].append({**base, "segmentation": box_mask_to_rle(pasted[i], image_hw, mask_thresh)})
-        elif "masks" in pred:
-            m = _np(pred["masks"])[i]
-            m = m[0] if m.ndim == 3 else m
-            binary = np.asfortranarray((m > mask_thresh) if m.dtype != bool else m, dtype=np.uint8)
-            rle = mask_util.encode(binary)
-            rle["counts"] = rle["counts"].decode("ascii")
-            out["segm"].append({**base, "segmentation": rle})
-        if "keypoints" in pred:
-            kps = np.asarray(_np(pred["keypoints"])[i], dtype=np.float64)
-            flat = np.concatenate([kps[:, :2], np.ones((kps.shape[0], 1))], axis=1).reshape(-1)
-            out["keypoints"].append({**base, "keypoints": flat.tolist()})
-    return out
-
-
-def _np(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 @dataclass
@@ -116,14 +80,6 @@ def score_results(gt: "object | dict | str | Path", results: dict[str, list], *,
     return EvalReport(metrics=metrics, warnings=warns, backend=backend)
 
 
-def coco_metrics(gt, results: dict[str, list], *, category_id: int, iou_types: list[str],
-                 sigmas: list[float] | None = None, image_ids: list[int] | None = None,
-                 verbose: bool = False, backend: str = "auto") -> dict[str, dict[str, float]]:
-    """The AP tables of :func:`score_results` alone."""
-    return score_results(gt, results, category_id=category_id, iou_types=iou_types, sigmas=sigmas,
-                         image_ids=image_ids, backend=backend, verbose=verbose).metrics
-
-
 def _gt_dict(gt) -> dict:
     if isinstance(gt, dict):
         return copy.deepcopy(gt)
@@ -144,8 +100,9 @@ def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
 
 
 @torch.no_grad()
-def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2, progress: bool = False) -> list:
-    """(image_id, Prediction) for this process's share of ``dataset`` (every world_size-th image).
+def predict_records(model, dataset, *, device: torch.device, batch_size: int = 2, progress: bool = False) -> list[dict]:
+    """COCO result records (one per detected person) for this process's share of ``dataset`` (every
+    world_size-th image); masks are pasted box by box and RLE-encoded batch by batch.
 
     An image that cannot be read stops evaluation with an error that names it: a silently
     skipped image would change the AP.
@@ -153,8 +110,9 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
     from poseseg.data.image_io import ImageReadError
 
     model.eval()
+    category_id = int(dataset.category["id"])
     indices = list(range(dist.rank(), len(dataset), dist.world_size()))
-    out = []
+    records: list[dict] = []
     iterator = range(0, len(indices), batch_size)
     if progress:
         from tqdm import tqdm
@@ -168,17 +126,10 @@ def predict_dataset(model, dataset, *, device: torch.device, batch_size: int = 2
             except ImageReadError as e:
                 raise ImageReadError(e.path, f"{e.reason} (evaluation needs every image; fix or remove it "
                                              "from the JSON)") from None
-        images = [img.to(device) for img, _ in batch]
-        model.masks_in_boxes = True  # masks stay per box until they are RLE-encoded
-        try:
-            preds = model(images)
-        finally:
-            model.masks_in_boxes = False
-        for (img, t), p in zip(batch, preds):
-            p = {k: v.cpu() for k, v in p.items()}
-            p["image_hw"] = torch.tensor(img.shape[-2:])
-            out.append((int(t["image_id"]), p))
-    return out
+        preds = postprocess(model.predict_rois([img.to(device) for img, _ in batch]), masks="boxes")
+        for (_, target), pred in zip(batch, preds):
+            records += coco_records(pred, int(target["image_id"]), category_id=category_id)
+    return records
 
 
 def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None = None, batch_size: int = 2,
@@ -193,12 +144,9 @@ def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None
     heads = heads or model.heads
     iou_types = [IOU_TYPES[h] for h in heads]
     category_id = int(dataset.category["id"])
-    mine = predict_dataset(model, dataset, device=device, batch_size=batch_size, progress=progress)
-    results: dict[str, list] = {t: [] for t in iou_types}
-    for image_id, pred in mine:
-        for iou_type, dets in prediction_to_coco(pred, image_id, category_id).items():
-            if iou_type in results:
-                results[iou_type].extend(dets)
+    mine = records_by_iou_type(predict_records(model, dataset, device=device, batch_size=batch_size,
+                                               progress=progress))
+    results = {t: mine[t] for t in iou_types}
     gathered = dist.all_gather_objects(results)
     metrics = None
     if dist.is_main():

@@ -6,9 +6,9 @@ returns flat tensors instead of a list of dicts. What differs from the PyTorch p
 the tracer cannot follow or would record wrongly: the resized size is computed in float64 as
 eager PyTorch does; the heads always run (on the detections plus one dropped placeholder box,
 instead of a Python "no detections" branch); deformable RoI pooling's per-level Python loop
-becomes "sample every level, keep the box's own" with ``where``. Masks leave the graph as the
-per-detection M x M probabilities; ``OrtModel`` pastes them with torchvision's
-``paste_masks_in_image``, the same function the PyTorch path's postprocess calls.
+becomes "sample every level, keep the box's own" with ``where``. Like ``PoseSegModel.predict_rois``
+the graph stops at the RoI level, in the resized picture's pixels (plus that picture's size), and
+``OrtModel`` hands its outputs to the same :func:`poseseg.modeling.postprocess.postprocess`.
 """
 from __future__ import annotations
 
@@ -16,17 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from poseseg.modeling.deform_pooler import DeformRoIPooler
-from poseseg.modeling.model import PoseSegModel, _same_pooling
+from poseseg.modeling.model import PoseSegModel, same_pooling
 
 PLACEHOLDER_BOX = torch.tensor([[0.0, 0.0, 16.0, 16.0]])  # (1, 4) xyxy in the resized image
 
 
 def output_names(model: PoseSegModel) -> list[str]:
-    """The graph's outputs, in order, for the model's heads."""
-    names = ["boxes", "scores", "labels"]
+    """The graph's outputs, in order, for the model's heads: ``postprocess``'s RoI-level keys, and
+    ``resized_size`` (2,) int64, the (h, w) of the picture the network saw."""
+    names = ["resized_size", "boxes", "scores", "labels"]
     if model.mask_head is not None:
         names.append("mask_probs")  # (N, 1, M, M) in box coordinates
     if model.keypoint_head is not None:
@@ -35,7 +36,8 @@ def output_names(model: PoseSegModel) -> list[str]:
 
 
 class InferenceGraph(nn.Module):
-    """``forward(image (3, H, W) float in [0, 1])`` -> the tensors named by ``output_names(model)``."""
+    """``forward(image (3, H, W) float in [0, 1])`` -> the tensors named by ``output_names(model)``, boxes
+    and keypoints in the resized picture's pixels."""
 
     def __init__(self, model: PoseSegModel):
         super().__init__()
@@ -43,7 +45,6 @@ class InferenceGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         m = self.model
-        original_size = image.shape[-2:]
         batch = preprocess(m.transform, image)  # normalise, resize, pad to size_divisible: (1, 3, H', W')
         features = m.fpn(m.backbone(batch.tensors))  # p{l}: (1, C, H'/2**l, W'/2**l)
         proposals, _ = m.rpn(batch, features)  # [(P, 4)]
@@ -51,7 +52,8 @@ class InferenceGraph(nn.Module):
         class_logits, box_deltas = m.box_head(pool(m.box_pooler, features, proposals[0], image_sizes))
         detections = m.box_head.inference(class_logits, box_deltas, proposals, image_sizes)[0]
         boxes = detections["boxes"]  # (N, 4) in the resized image
-        outputs = [resize_boxes(boxes, image_sizes[0], original_size), detections["scores"], detections["labels"]]
+        resized_size = torch.stack([torch.as_tensor(v, dtype=torch.int64) for v in image_sizes[0]])  # (2,)
+        outputs = [resized_size, boxes, detections["scores"], detections["labels"]]
         labels = detections["labels"]
         # The heads run on the N boxes plus one placeholder box whose results are dropped: with N = 0 the
         # runtime would otherwise meet zero-sized tensors that some ops reject (Reshape with -1). Every RoI
@@ -66,13 +68,11 @@ class InferenceGraph(nn.Module):
             index = labels.view(-1, 1, 1, 1).expand(-1, 1, size, size)
             outputs.append(logits.gather(1, index).sigmoid()[:-1])  # (N, 1, M, M): the predicted class's mask
         if m.keypoint_head is not None:
-            same = mask_pooled is not None and _same_pooling(m.mask_pooler, m.keypoint_pooler)
+            same = mask_pooled is not None and same_pooling(m.mask_pooler, m.keypoint_pooler)
             pooled = mask_pooled if same else pool(m.keypoint_pooler, features, boxes, image_sizes)
             heatmaps, offsets = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H)
             decoded = m.keypoint_head.codec.decode(heatmaps, offsets, boxes)
-            ratio = _xy_ratio(image_sizes[0], original_size, boxes)  # (2,) resized -> original, x then y
-            keypoints = torch.cat([decoded.keypoints[..., :2] * ratio, decoded.keypoints[..., 2:]], dim=-1)
-            outputs += [keypoints[:-1], decoded.scores[:-1], (decoded.peaks * ratio)[:-1]]
+            outputs += [decoded.keypoints[:-1], decoded.scores[:-1], decoded.peaks[:-1]]
         return tuple(outputs)
 
 
@@ -93,14 +93,6 @@ def preprocess(transform: GeneralizedRCNNTransform, image: torch.Tensor) -> Imag
     image_size = resized.shape[-2:]
     tensors = transform.batch_images([resized], size_divisible=transform.size_divisible)  # (1, 3, H', W')
     return ImageList(tensors, [(image_size[0], image_size[1])])
-
-
-def _xy_ratio(resized_size, original_size, like: torch.Tensor) -> torch.Tensor:
-    """(x, y) factors from resized to original pixels: the ratios ``resize_keypoints`` applies."""
-    ratios = [torch.tensor(o, dtype=torch.float32, device=like.device) / torch.tensor(r, dtype=torch.float32,
-                                                                                          device=like.device)
-              for r, o in zip(resized_size, original_size)]
-    return torch.stack([ratios[1], ratios[0]])
 
 
 def pool(pooler: nn.Module, features: dict[str, torch.Tensor], boxes: torch.Tensor,

@@ -24,7 +24,7 @@ from poseseg.export.deform_symbolic import DEFORM_CONV_OPSET, ExportError, regis
 from poseseg.export.graph import InferenceGraph, output_names
 from poseseg.modeling.model import PoseSegModel
 
-FORMAT_TAG = "poseseg-onnx-1"
+FORMAT_TAG = "poseseg-onnx-2"  # 2: RoI-level outputs in the resized picture, pasted by postprocess
 MIN_OPSET = 16
 MAX_OPSET = 20  # torch.onnx's TorchScript-based exporter (the one that follows this graph's NMS and RoIAlign)
 
@@ -86,7 +86,8 @@ def export_onnx(model: PoseSegModel, out: str | Path, *, opset: int = DEFORM_CON
     import onnx
 
     check_exportable(model, opset)
-    register_deform_conv_symbolic(opset)
+    if opset >= DEFORM_CONV_OPSET:  # below it check_exportable has made sure no layer is deformable
+        register_deform_conv_symbolic(opset)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     height, width = size if size is not None else _example_size(model)

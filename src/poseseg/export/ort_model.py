@@ -1,10 +1,11 @@
 """Run an exported ``.onnx`` file with ONNX Runtime behind the PyTorch model's interface.
 
-``OrtModel("model.onnx")([image])`` returns what ``PoseSegModel`` returns in eval mode: one dict
-per image with ``boxes``, ``scores``, ``labels``, ``masks`` (N, 1, H, W) probabilities pasted
-into the image, ``keypoints`` and ``keypoint_scores`` (and ``keypoint_peaks`` when
-``return_keypoint_peaks``), as torch tensors, so ``Predictor``, drawing and the JSON writer
-are shared. The keypoint schema and config come from the file's metadata.
+``OrtModel("model.onnx").predict_rois([image])`` returns what ``PoseSegModel.predict_rois`` returns:
+the RoI-level outputs in the resized picture's pixels, which the one
+:func:`poseseg.modeling.postprocess.postprocess` turns into results (``OrtModel(...)([image])`` does,
+as the PyTorch model does in eval mode). So a ``.pt`` and its ``.onnx`` give their masks and keypoints
+through the same paste and the same coordinate mapping. The keypoint schema and config come from
+the file's metadata.
 """
 from __future__ import annotations
 
@@ -13,15 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image
-
 from poseseg.export.deform_symbolic import ExportError
+from poseseg.export.onnx_export import FORMAT_TAG
+from poseseg.modeling.postprocess import RoIOutputs, postprocess
 
 ONNX_MAGIC_HINT = "re-export it with `poseseg export --weights CHECKPOINT --format onnx --out FILE`"
-
-
-def is_onnx_path(path: str | Path) -> bool:
-    return Path(path).suffix.lower() == ".onnx"
 
 
 def _import_onnxruntime():
@@ -74,12 +71,14 @@ class OrtModel:
         if "poseseg_format" not in meta:
             raise ExportError(f"{self.path} is an ONNX model but not a poseseg export (its metadata has no "
                               f"'poseseg_format'); {ONNX_MAGIC_HINT}")
+        if meta["poseseg_format"] != FORMAT_TAG:
+            raise ExportError(f"{self.path} was exported by another poseseg version (format "
+                              f"{meta['poseseg_format']!r}, this one reads {FORMAT_TAG!r}); {ONNX_MAGIC_HINT}")
         self.output_names: list[str] = json.loads(meta["outputs"])
         self.keypoint_schema: dict | None = json.loads(meta.get("keypoint_schema", "null"))
         self.config_dict: dict | None = json.loads(meta.get("config", "null"))
         size = json.loads(meta.get("input_size", "null"))
         self.input_size: tuple[int, int] | None = tuple(size) if size else None
-        self.return_keypoint_peaks = False  # same switch as PoseSegModel
 
     @property
     def heads(self) -> list[str]:
@@ -95,25 +94,26 @@ class OrtModel:
         return self
 
     def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """One Prediction per image, as ``PoseSegModel`` returns in eval mode."""
+        return postprocess(self.predict_rois(images))
+
+    def predict_rois(self, images: list[torch.Tensor]) -> RoIOutputs:
+        """The graph's RoI-level outputs for each image, in the resized pictures' pixels."""
         if not isinstance(images, (list, tuple)) or not all(isinstance(i, torch.Tensor) and i.ndim == 3 and
                                                              i.shape[0] == 3 for i in images):
             raise ValueError("images must be a list of (3, H, W) float tensors in [0, 1]")
-        return [self._run_one(img) for img in images]
+        detections, resized_sizes = [], []
+        for image in images:
+            raw = self._run_one(image)
+            resized_sizes.append(tuple(int(v) for v in raw.pop("resized_size")))
+            detections.append(raw)
+        return RoIOutputs(detections, resized_sizes, [tuple(i.shape[-2:]) for i in images])
 
     def _run_one(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         height, width = image.shape[-2:]
         if self.input_size is not None and (height, width) != self.input_size:
             raise ValueError(f"{self.path} was exported for {self.input_size[0]}x{self.input_size[1]} images, got "
-                             f"{height}x{width}; resize the image or export with --dynamic")
+                             f"{height}x{width}; resize the image or export without --size")
         pixels = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
         values = self.session.run(self.output_names, {"image": pixels})
-        raw = {n: torch.from_numpy(v) for n, v in zip(self.output_names, values)}
-        pred = {"boxes": raw["boxes"], "scores": raw["scores"], "labels": raw["labels"]}
-        if "mask_probs" in raw:
-            # the PyTorch path's postprocess pastes with this same function
-            pred["masks"] = paste_masks_in_image(raw["mask_probs"], raw["boxes"], (height, width))
-        if "keypoints" in raw:
-            pred["keypoints"], pred["keypoint_scores"] = raw["keypoints"], raw["keypoint_scores"]
-            if self.return_keypoint_peaks:
-                pred["keypoint_peaks"] = raw["keypoint_peaks"]
-        return pred
+        return {n: torch.from_numpy(v) for n, v in zip(self.output_names, values)}

@@ -28,6 +28,7 @@ class BoxMask:
     x0: int
     y0: int
     probs: torch.Tensor  # (h, w) float in [0, 1]
+    image_hw: tuple[int, int]  # the size of the picture the rectangle lies in
 
 
 def _region(box: torch.Tensor, height: int, width: int) -> tuple[int, int, int, int]:
@@ -58,7 +59,7 @@ def paste_in_boxes(masks: torch.Tensor, boxes: torch.Tensor, image_hw: tuple[int
     out = []
     for mask, box in zip(masks, boxes):
         px0, py0, px1, py1 = _region(box, height, width)
-        out.append(BoxMask(px0, py0, _sample(mask, box, px0, py0, px1, py1)))
+        out.append(BoxMask(px0, py0, _sample(mask, box, px0, py0, px1, py1), (height, width)))
     return out
 
 
@@ -80,11 +81,11 @@ def masks_to_image(pasted: list[BoxMask], image_hw: tuple[int, int], threshold: 
     return out
 
 
-def box_mask_to_rle(mask: BoxMask, image_hw: tuple[int, int], threshold: float = 0.5) -> dict:
+def box_mask_to_rle(mask: BoxMask, threshold: float = 0.5) -> dict:
     """COCO RLE (counts as str) of one pasted mask: one full-size uint8 plane, no full-size float."""
     import pycocotools.mask as mask_utils
 
-    plane = np.zeros(image_hw, dtype=np.uint8, order="F")
+    plane = np.zeros(mask.image_hw, dtype=np.uint8, order="F")
     h, w = mask.probs.shape
     plane[mask.y0:mask.y0 + h, mask.x0:mask.x0 + w] = (mask.probs >= threshold).cpu().numpy()
     rle = mask_utils.encode(plane)

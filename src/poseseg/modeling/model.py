@@ -1,7 +1,9 @@
 """The assembled multi-task model: backbone -> FPN -> RPN -> RoI pooling -> box / mask / keypoint heads.
 
 ``model(images, targets)`` in training mode returns the loss terms; ``model(images)`` in eval
-mode returns one Prediction per image (the contract is in ``poseseg.types``).
+mode returns one Prediction per image (the contract is in ``poseseg.types``): ``predict_rois``
+runs the network, :func:`poseseg.modeling.postprocess.postprocess` maps its RoI-level outputs into
+the pictures' pixels.
 """
 from __future__ import annotations
 
@@ -9,25 +11,23 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_keypoints
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from poseseg.config import Config, ModelConfig
 from poseseg.modeling.backbone import ResNet
 from poseseg.modeling.box_head import BoxHead
-from poseseg.modeling.conv_tower import zero_loss
 from poseseg.keypoint_schema import KeypointSchema
+from poseseg.modeling.conv_tower import zero_loss
 from poseseg.modeling.flip_tta import mirror_boxes, unflip_keypoints, unflip_mask_logits
 from poseseg.modeling.fpn import FPN
 from poseseg.modeling.input_transform import InputTransform
 from poseseg.modeling.keypoint_head import KeypointHead
 from poseseg.modeling.mask_head import MaskHead
 from poseseg.modeling.pooler import RoIPooler
+from poseseg.modeling.postprocess import RoIOutputs, postprocess
 from poseseg.modeling.roi_sampling import ProposalSampler, SampledRoIs, jittered_gt_rois
 from poseseg.modeling.rpn import build_rpn
 from poseseg.types import Target
-
-
-CHANNELS_LAST_INFERENCE = True  # the exact-rounding tests switch it off
 
 
 class PoseSegModel(nn.Module):
@@ -53,10 +53,6 @@ class PoseSegModel(nn.Module):
         self.head_rois, self.gt_jitter_copies, self.gt_jitter = head_rois, gt_jitter_copies, gt_jitter
         self.loss_weights = loss_weights or {}
         self.keypoint_schema: dict | None = None  # names, skeleton, flip pairs, sigmas; set by training
-        self.return_keypoint_peaks = False  # add `keypoint_peaks` (N, K, 2) to predictions (for drawing)
-        # return `roi_masks` (N, 1, M, M) instead of full-size `masks`: the caller pastes them box by box
-        # (poseseg.modeling.mask_paste), so memory does not grow with the photo's pixels
-        self.masks_in_boxes = False
         self.frozen_parts: set[str] = set()  # submodules held fixed (train.freeze)
         self.test_flip = test_flip  # keypoint (and mask) heads also on the mirrored image, averaged
         self.test_flip_masks = test_flip_masks
@@ -75,43 +71,42 @@ class PoseSegModel(nn.Module):
         return ["box"] + [n for n in ("mask", "keypoint") if getattr(self, f"{n}_head") is not None]
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None = None):
-        _check_inputs(images, targets, self.training, self.heads)
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
-        plain_targets, crowd_boxes = _split_crowd(targets) if targets is not None else (None, None)
-        batch, plain_targets = self.transform(images, plain_targets)
-        pixels = batch.tensors
-        if not self.training and CHANNELS_LAST_INFERENCE:
-            # Inference runs the trunk, FPN and RPN convs in channels-last layout: oneDNN's CPU
-            # convolutions are faster on it (much faster for the RPN's few-channel 1x1 convs).
-            # Same values up to float rounding (~1e-6 relative); training is left as it is.
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
-        features = self.fpn(self.backbone(pixels))  # p{l}: (B, C, H/2**l, W/2**l)
-        rpn_targets = None if plain_targets is None else [{"boxes": t["boxes"]} for t in plain_targets]
-        proposals, rpn_losses = self.rpn(batch, features, rpn_targets)  # each (P_i, 4)
+        """Training: a dict of loss terms. Eval: one Prediction per image, masks pasted into full planes
+        (``postprocess(model.predict_rois(images), ...)`` chooses other forms)."""
         if not self.training:
-            # RoIAlign reads NCHW (it would convert the level on every call): convert once
-            features = OrderedDict((k, v.contiguous()) for k, v in features.items())
+            return postprocess(self.predict_rois(images))
+        _check_inputs(images, targets, True, self.heads)
+        plain_targets, crowd_boxes = _split_crowd(targets)
+        batch, plain_targets = self.transform(images, plain_targets)
+        features = self.fpn(self.backbone(batch.tensors))  # p{l}: (B, C, H/2**l, W/2**l)
+        proposals, rpn_losses = self.rpn(batch, features, [{"boxes": t["boxes"]} for t in plain_targets])
+        for t, crowd in zip(plain_targets, crowd_boxes):
+            t["crowd_boxes"] = crowd
+        losses = {"loss_rpn_objectness": rpn_losses["loss_objectness"], "loss_rpn_box": rpn_losses["loss_rpn_box_reg"]}
+        losses.update(self._head_losses(features, proposals, batch.image_sizes, plain_targets))
+        return {k: v * self.loss_weights.get(k, 1.0) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def predict_rois(self, images: list[torch.Tensor]) -> RoIOutputs:
+        """The network at inference, up to RoI-level outputs in the resized pictures' pixels (the keys are
+        in ``poseseg.modeling.postprocess``); eval mode only."""
         if self.training:
-            if crowd_boxes is not None:
-                for t, crowd in zip(plain_targets, crowd_boxes):
-                    t["crowd_boxes"] = crowd
-            losses = {"loss_rpn_objectness": rpn_losses["loss_objectness"],
-                      "loss_rpn_box": rpn_losses["loss_rpn_box_reg"]}
-            losses.update(self._head_losses(features, proposals, batch.image_sizes, plain_targets))
-            return {k: v * self.loss_weights.get(k, 1.0) for k, v in losses.items()}
+            raise RuntimeError("predict_rois runs the inference path: call model.eval() first")
+        _check_inputs(images, None, False, self.heads)
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        batch, _ = self.transform(images)
+        # The trunk, FPN and RPN convs run in channels-last layout: oneDNN's CPU convolutions are faster
+        # on it (much faster for the RPN's few-channel 1x1 convs); the same values up to float rounding.
+        pixels = batch.tensors.contiguous(memory_format=torch.channels_last)
+        features = self.fpn(self.backbone(pixels))  # p{l}: (B, C, H/2**l, W/2**l)
+        proposals, _ = self.rpn(batch, features)  # each (P_i, 4)
+        # RoIAlign reads NCHW (it would convert the level on every call): convert once
+        features = OrderedDict((k, v.contiguous()) for k, v in features.items())
         mirrored = None
         if self.test_flip and (self.mask_head is not None or self.keypoint_head is not None):
             mirrored = OrderedDict((k, v.contiguous()) for k, v in self.fpn(self.backbone(pixels.flip(-1))).items())
         detections = self._detect(features, proposals, batch.image_sizes, mirrored, pixels.shape[-1])
-        peaks = [d.pop("keypoint_peaks", None) for d in detections]
-        roi_masks = [d.pop("masks") for d in detections] if self.masks_in_boxes and self.mask_head else None
-        detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        for d, m in zip(detections, roi_masks or []):
-            d["roi_masks"] = m  # boxes are in original-image pixels now: paste_in_boxes(m, d["boxes"], size)
-        if self.return_keypoint_peaks and self.keypoint_head is not None:
-            for d, p, size, orig in zip(detections, peaks, batch.image_sizes, original_sizes):
-                d["keypoint_peaks"] = resize_keypoints(p, size, orig)
-        return detections
+        return RoIOutputs(detections, list(batch.image_sizes), original_sizes)
 
     def _head_losses(self, features, proposals, image_sizes, targets) -> dict[str, torch.Tensor]:
         rois = self.sampler(proposals, targets)
@@ -137,7 +132,7 @@ class PoseSegModel(nn.Module):
             # shared RoI features: with equal caps and identical poolers the keypoint head trains on the
             # mask head's positives and pooled features (one RoIAlign forward and backward fewer)
             share = (mask_pooled is not None and self.keypoint_max_rois == self.mask_max_rois
-                     and _same_pooling(self.mask_pooler, self.keypoint_pooler))
+                     and same_pooling(self.mask_pooler, self.keypoint_pooler))
             pos = mask_pos if share else rois.positives(self.keypoint_max_rois)
             if pos.num_rois() == 0:
                 losses.update(self._idle_head_losses("keypoint", features, sampled, image_sizes))
@@ -165,8 +160,8 @@ class PoseSegModel(nn.Module):
         return self.heads_on_boxes(features, detections, image_sizes, mirrored, padded_width)
 
     def heads_on_boxes(self, features, detections, image_sizes, mirrored=None, padded_width: int = 0):
-        """Add ``masks`` and ``keypoints`` of the mask and keypoint heads to per-image dicts of
-        ``boxes`` and ``labels`` (in the batch's resized coordinates)."""
+        """Add the mask and keypoint heads' outputs (``mask_probs``, ``keypoints``, ``keypoint_scores``,
+        ``keypoint_peaks``) to per-image dicts of ``boxes`` and ``labels`` (in the batch's resized pixels)."""
         boxes = [d["boxes"] for d in detections]
         num_boxes = sum(b.shape[0] for b in boxes)
         flip_boxes = [mirror_boxes(b, padded_width) for b in boxes] if mirrored is not None else None
@@ -183,12 +178,12 @@ class PoseSegModel(nn.Module):
                 size = 2 * self.mask_pooler.output_size
                 probs = [b.new_zeros((0, 1, size, size)) for b in boxes]
             for d, p in zip(detections, probs):
-                d["masks"] = p  # (N, 1, M, M): pasted into the image by the transform
+                d["mask_probs"] = p  # (N, 1, M, M) over each box: pasted by postprocess
         if self.keypoint_head is not None:
             k = self.keypoint_head.num_keypoints
             if num_boxes:
                 # the same boxes through an identical pooler give the mask head's input: reuse it
-                same = mask_pooled is not None and _same_pooling(self.mask_pooler, self.keypoint_pooler)
+                same = mask_pooled is not None and same_pooling(self.mask_pooler, self.keypoint_pooler)
                 pooled = mask_pooled if same else self.keypoint_pooler(features, boxes, image_sizes)
                 heatmaps, offsets = self.keypoint_head(pooled)
                 if mirrored is not None:
@@ -219,7 +214,7 @@ class PoseSegModel(nn.Module):
         return heatmaps, offsets
 
 
-def _same_pooling(a: RoIPooler, b: RoIPooler) -> bool:
+def same_pooling(a: RoIPooler, b: RoIPooler) -> bool:
     """Whether two poolers compute the same features for the same boxes (plain RoIAlign, same settings)."""
     if type(a) is not RoIPooler or type(b) is not RoIPooler:
         return False  # e.g. deformable RoI pooling has its own learned offsets

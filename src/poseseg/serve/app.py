@@ -256,9 +256,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _version() -> str:
-    from poseseg import __version__
+    from importlib.metadata import version
 
-    return __version__
+    return version("poseseg")
 
 
 def _torch_version() -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from poseseg.keypoint_schema import KeypointSchema
+from poseseg.modeling.postprocess import coco_records
 
 OUTPUTS = ("boxes", "masks", "keypoints")
 FORMATS = ("simple", "coco")
@@ -78,8 +79,6 @@ def _simple_people(pred: dict[str, np.ndarray], mask_format: str) -> list[dict]:
 
 
 def _coco_records(pred: dict[str, np.ndarray], mask_format: str) -> list[dict]:
-    from poseseg.predict import coco_records
-
     records = coco_records(pred, image_id=0)
     if mask_format == "polygon":
         for record, mask in zip(records, pred.get("masks", [])):
