@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(BIN)/poseseg demo
 
 test: $(STAMP) browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

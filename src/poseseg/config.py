@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from poseseg.config_validation import ConfigError, validate
+from poseseg.config_validation import ConfigError, check_value, validate
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -274,56 +273,6 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}' in {where}{hint}")
 
 
-def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Return ``value`` converted to type ``tp`` or raise a ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"config key '{key}' in {where}: expected {_type_name(tp)}, got {value!r}")
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _check_value(value, arg, key, where)
-            except ConfigError:
-                continue
-        raise bad
-    if tp is type(None):
-        if value is None:
-            return None
-        raise bad
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise bad
-        return [_check_value(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise bad
-    if tp is str:
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    raise bad
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
     """Write the nested mapping ``data`` into dataclass ``obj``, validating every key."""
     if not isinstance(data, dict):
@@ -337,7 +286,7 @@ def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
         if dataclasses.is_dataclass(current):
             _apply(current, value, where, key + ".")
         else:
-            setattr(obj, name, _check_value(value, hints[name], key, where))
+            setattr(obj, name, check_value(value, hints[name], key, where))
 
 
 def set_key(cfg: Config, key: str, value: Any, where: str = "overrides") -> None:

@@ -1,9 +1,12 @@
-"""Cross-field and range checks of a resolved config: what a type check cannot express.
+"""Checks of config values: each value against its key's type (``check_value``), then cross-field and
+range checks of a resolved config, what a type check cannot express (``validate``).
 
 Every message names the key as the user writes it (``train.base_lr``) and what the value must be.
 """
 from __future__ import annotations
 
+import types
+import typing
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -12,6 +15,56 @@ if TYPE_CHECKING:
 
 class ConfigError(ValueError):
     """A bad key or value in a config file or override."""
+
+
+def check_value(value: Any, tp: Any, key: str, where: str) -> Any:
+    """``value`` converted to the annotated type ``tp`` of config key ``key``, or a ConfigError naming it."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key '{key}' in {where}: expected {type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return check_value(value, arg, key, where)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad
+        return [check_value(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad
+    if tp is str:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise bad
+
+
+def type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _validate_schedule(t: TrainConfig) -> None:
