@@ -119,6 +119,17 @@ def summarize_dataset(json_path: str | os.PathLike, image_dir: str | os.PathLike
     return report
 
 
+# the report's lists, one line per item, in the order they are printed
+DETAIL_LINES = (
+    ("missing_files", lambda f: f"  missing: {f}"),
+    ("unreadable_images", lambda u: f"  unreadable: {u['file_name']}: {u['reason']}"),
+    ("size_mismatches", lambda m: f"  wrong size: {m['file_name']}: file {m['file_hw']} vs JSON {m['json_hw']} (HxW)"),
+    ("bad_boxes", lambda b: f"  bad box: annotation {b['annotation_id']} in {b['file_name']}: bbox {b['bbox']}"),
+    ("warnings", lambda w: f"WARNING  {w}"),
+    ("errors", lambda e: f"ERROR    {e}"),
+)
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A human-readable text of :func:`summarize_dataset`'s report."""
     lines = [f"dataset  {report['json_path']}", f"images   {report['image_dir']}"]
@@ -142,18 +153,8 @@ def format_report(report: dict[str, Any]) -> str:
     checked = "opened and decoded" if report.get("images_checked") else "existence only; --check-images decodes"
     lines.append(f"files    {report['num_missing_files']} missing, {report['num_unreadable_images']} unreadable, "
                  f"{report['num_size_mismatches']} wrong size ({checked})")
-    for f in report.get("missing_files", []):
-        lines.append(f"  missing: {f}")
-    for u in report.get("unreadable_images", []):
-        lines.append(f"  unreadable: {u['file_name']}: {u['reason']}")
-    for m in report.get("size_mismatches", []):
-        lines.append(f"  wrong size: {m['file_name']}: file {m['file_hw']} vs JSON {m['json_hw']} (HxW)")
-    for b in report.get("bad_boxes", []):
-        lines.append(f"  bad box: annotation {b['annotation_id']} in {b['file_name']}: bbox {b['bbox']}")
-    for w in report.get("warnings", []):
-        lines.append(f"WARNING  {w}")
-    for e in report.get("errors", []):
-        lines.append(f"ERROR    {e}")
+    for key, line in DETAIL_LINES:
+        lines += [line(item) for item in report.get(key, [])]
     lines.append("OK" if report.get("ok") else f"NOT OK ({len(report.get('errors', []))} errors)")
     return "\n".join(lines)
 

@@ -75,6 +75,16 @@ def _leg_angles(rng: np.random.Generator) -> tuple[float, float]:
     return np.radians(a), np.radians(d)
 
 
+def _place_limb(kp: np.ndarray, joints: tuple[int, int, int], side: float, angles, segments, rng) -> None:
+    """Two segments from ``kp[joints[0]]``: the first at angle ``a`` from straight down (mirrored by
+    ``side``), the second bent by ``d`` more; ``segments``: (length, foreshortening spread) of each."""
+    root, middle, end = joints
+    a, d = angles
+    (length1, spread1), (length2, spread2) = segments
+    kp[middle] = kp[root] + length1 * _foreshorten(rng, spread1) * np.array([side * np.sin(a), np.cos(a)])
+    kp[end] = kp[middle] + length2 * _foreshorten(rng, spread2) * np.array([side * np.sin(a + d), np.cos(a + d)])
+
+
 def _foreshorten(rng: np.random.Generator, p_short: float) -> float:
     return rng.uniform(0.4, 0.75) if rng.random() < p_short else rng.uniform(0.8, 1.0)
 
@@ -125,18 +135,10 @@ def render_person(rng: np.random.Generator, height: float, pelvis_xy, view: str 
     kp[6] = (-s * sw, -T + 0.3 * uaw)
     kp[11] = (s * hw, 0.0)
     kp[12] = (-s * hw, 0.0)
-    for side, (shi, eli, wri) in ((s, (5, 7, 9)), (-s, (6, 8, 10))):
-        a, d = np.multiply(_arm_angles(rng), pose_spread)
-        d1 = np.array([side * np.sin(a), np.cos(a)])
-        d2 = np.array([side * np.sin(a + d), np.cos(a + d)])
-        kp[eli] = kp[shi] + ua * _foreshorten(rng, 0.15) * d1
-        kp[wri] = kp[eli] + fa * _foreshorten(rng, 0.15) * d2
-    for side, (hii, kni, ani) in ((s, (11, 13, 15)), (-s, (12, 14, 16))):
-        a, d = np.multiply(_leg_angles(rng), pose_spread)
-        d1 = np.array([side * np.sin(a), np.cos(a)])
-        d2 = np.array([side * np.sin(a + d), np.cos(a + d)])
-        kp[kni] = kp[hii] + th * _foreshorten(rng, 0.1) * d1
-        kp[ani] = kp[kni] + sh * _foreshorten(rng, 0.08) * d2
+    for side, joints in ((s, (5, 7, 9)), (-s, (6, 8, 10))):  # shoulder, elbow, wrist
+        _place_limb(kp, joints, side, np.multiply(_arm_angles(rng), pose_spread), ((ua, 0.15), (fa, 0.15)), rng)
+    for side, joints in ((s, (11, 13, 15)), (-s, (12, 14, 16))):  # hip, knee, ankle
+        _place_limb(kp, joints, side, np.multiply(_leg_angles(rng), pose_spread), ((th, 0.1), (sh, 0.08)), rng)
     tilt = rng.normal(0, 0.14) * pose_spread
     neck_base = np.array([0.0, -T])
     up = np.array([np.sin(tilt), -np.cos(tilt)])
