@@ -111,6 +111,9 @@ class MaskHeadConfig:
     max_rois_per_image: int = 128  # cap on positive RoIs trained per image
     norm: str = "none"  # none | gn: GroupNorm in the conv tower
     loss_weight: float = 1.0
+    # shared: the mask head pools from the model's trunk (backbone + FPN); own: from a second trunk of the
+    # same architecture that feeds the mask head only (a keypoint detector's trunk + a mask detector's)
+    trunk: str = "shared"
 
 
 @dataclass

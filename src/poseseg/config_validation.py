@@ -150,6 +150,9 @@ def validate(cfg: Config) -> None:
     for key, norm in (("model.mask.norm", m.mask.norm), ("model.keypoint.norm", m.keypoint.norm)):
         if norm not in ("none", "gn"):
             raise ConfigError(f"{key}={norm!r}; choose none or gn")
+    if m.mask.trunk not in ("shared", "own"):
+        raise ConfigError(f"model.mask.trunk={m.mask.trunk!r}; choose shared (the model's trunk) or own (a second "
+                          "backbone + FPN for the mask head)")
     if m.keypoint.decode not in ("peak", "upsample"):
         raise ConfigError(f"model.keypoint.decode={m.keypoint.decode!r}; choose peak or upsample")
     if m.input.channel_order not in ("rgb", "bgr"):

@@ -62,13 +62,14 @@ class InferenceGraph(nn.Module):
         labels = torch.cat([labels, labels.new_ones(1)])
         mask_pooled = None
         if m.mask_head is not None:
-            mask_pooled = pool(m.mask_pooler, features, boxes, image_sizes)  # (N + 1, C, S, S)
+            mask_features = features if m.mask_trunk is None else m.mask_trunk(batch.tensors)  # model.mask.trunk
+            mask_pooled = pool(m.mask_pooler, mask_features, boxes, image_sizes)  # (N + 1, C, S, S)
             logits = m.mask_head(mask_pooled)  # (N + 1, num_classes, M, M)
             size = logits.shape[-1]
             index = labels.view(-1, 1, 1, 1).expand(-1, 1, size, size)
             outputs.append(logits.gather(1, index).sigmoid()[:-1])  # (N, 1, M, M): the predicted class's mask
         if m.keypoint_head is not None:
-            same = mask_pooled is not None and same_pooling(m.mask_pooler, m.keypoint_pooler)
+            same = mask_pooled is not None and m.mask_trunk is None and same_pooling(m.mask_pooler, m.keypoint_pooler)
             pooled = mask_pooled if same else pool(m.keypoint_pooler, features, boxes, image_sizes)
             heatmaps, offsets = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H)
             decoded = m.keypoint_head.codec.decode(heatmaps, offsets, boxes)

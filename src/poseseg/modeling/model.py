@@ -27,6 +27,7 @@ from poseseg.modeling.pooler import RoIPooler
 from poseseg.modeling.postprocess import RoIOutputs, postprocess
 from poseseg.modeling.roi_sampling import ProposalSampler, SampledRoIs, jittered_gt_rois
 from poseseg.modeling.rpn import build_rpn
+from poseseg.modeling.trunk import Trunk
 from poseseg.types import Target
 
 
@@ -37,7 +38,7 @@ class PoseSegModel(nn.Module):
                  keypoint_pooler: RoIPooler | None = None, keypoint_head: KeypointHead | None = None,
                  mask_max_rois: int = 128, keypoint_max_rois: int = 128, head_rois: str = "proposals",
                  gt_jitter_copies: int = 2, gt_jitter: float = 0.1, test_flip: bool = False,
-                 test_flip_masks: bool = True,
+                 test_flip_masks: bool = True, mask_trunk: Trunk | None = None,
                  loss_weights: dict[str, float] | None = None):
         super().__init__()
         self.transform = transform
@@ -47,6 +48,7 @@ class PoseSegModel(nn.Module):
         self.sampler = sampler
         self.box_pooler, self.box_head = box_pooler, box_head
         self.mask_pooler, self.mask_head = mask_pooler, mask_head
+        self.mask_trunk = mask_trunk  # None: the mask head reads the model's trunk (backbone + fpn)
         self.keypoint_pooler, self.keypoint_head = keypoint_pooler, keypoint_head
         self.mask_max_rois = mask_max_rois
         self.keypoint_max_rois = keypoint_max_rois
@@ -82,8 +84,9 @@ class PoseSegModel(nn.Module):
         proposals, rpn_losses = self.rpn(batch, features, [{"boxes": t["boxes"]} for t in plain_targets])
         for t, crowd in zip(plain_targets, crowd_boxes):
             t["crowd_boxes"] = crowd
+        mask_features = features if self.mask_trunk is None else self.mask_trunk(batch.tensors)
         losses = {"loss_rpn_objectness": rpn_losses["loss_objectness"], "loss_rpn_box": rpn_losses["loss_rpn_box_reg"]}
-        losses.update(self._head_losses(features, proposals, batch.image_sizes, plain_targets))
+        losses.update(self._head_losses(features, proposals, batch.image_sizes, plain_targets, mask_features))
         return {k: v * self.loss_weights.get(k, 1.0) for k, v in losses.items()}
 
     @torch.no_grad()
@@ -101,14 +104,20 @@ class PoseSegModel(nn.Module):
         features = self.fpn(self.backbone(pixels))  # p{l}: (B, C, H/2**l, W/2**l)
         proposals, _ = self.rpn(batch, features)  # each (P_i, 4)
         # RoIAlign reads NCHW (it would convert the level on every call): convert once
-        features = OrderedDict((k, v.contiguous()) for k, v in features.items())
-        mirrored = None
+        features = _nchw(features)
+        mirrored = mask_features = mask_mirrored = None
         if self.test_flip and (self.mask_head is not None or self.keypoint_head is not None):
-            mirrored = OrderedDict((k, v.contiguous()) for k, v in self.fpn(self.backbone(pixels.flip(-1))).items())
-        detections = self._detect(features, proposals, batch.image_sizes, mirrored, pixels.shape[-1])
+            mirrored = _nchw(self.fpn(self.backbone(pixels.flip(-1))))
+        if self.mask_trunk is not None:
+            mask_features = _nchw(self.mask_trunk(pixels))
+            if mirrored is not None and self.test_flip_masks:
+                mask_mirrored = _nchw(self.mask_trunk(pixels.flip(-1)))
+        detections = self._detect(features, proposals, batch.image_sizes, mirrored, pixels.shape[-1],
+                                  mask_features=mask_features, mask_mirrored=mask_mirrored)
         return RoIOutputs(detections, list(batch.image_sizes), original_sizes)
 
-    def _head_losses(self, features, proposals, image_sizes, targets) -> dict[str, torch.Tensor]:
+    def _head_losses(self, features, proposals, image_sizes, targets, mask_features) -> dict[str, torch.Tensor]:
+        """Box, mask and keypoint losses; the mask head pools from ``mask_features`` (its trunk's)."""
         rois = self.sampler(proposals, targets)
         class_logits, box_deltas = self.box_head(self.box_pooler(features, rois.proposals, image_sizes))
         matched_boxes = [t["boxes"][i] if t["boxes"].numel() else torch.zeros_like(p)
@@ -122,16 +131,16 @@ class PoseSegModel(nn.Module):
         if self.mask_head is not None:
             mask_pos = rois.positives(self.mask_max_rois)
             if mask_pos.num_rois() == 0:
-                losses.update(self._idle_head_losses("mask", features, sampled, image_sizes))
+                losses.update(self._idle_head_losses("mask", mask_features, sampled, image_sizes))
             else:
-                mask_pooled = self.mask_pooler(features, mask_pos.proposals, image_sizes)  # (P, C, S, S)
+                mask_pooled = self.mask_pooler(mask_features, mask_pos.proposals, image_sizes)  # (P, C, S, S)
                 logits = self.mask_head(mask_pooled)
                 losses.update(self.mask_head.loss(logits, mask_pos.proposals, mask_pos.labels,
                                                   mask_pos.matched_idxs, [t["masks"] for t in targets]))
         if self.keypoint_head is not None:
             # shared RoI features: with equal caps and identical poolers the keypoint head trains on the
             # mask head's positives and pooled features (one RoIAlign forward and backward fewer)
-            share = (mask_pooled is not None and self.keypoint_max_rois == self.mask_max_rois
+            share = (mask_pooled is not None and self.mask_trunk is None and self.keypoint_max_rois == self.mask_max_rois
                      and same_pooling(self.mask_pooler, self.keypoint_pooler))
             pos = mask_pos if share else rois.positives(self.keypoint_max_rois)
             if pos.num_rois() == 0:
@@ -152,26 +161,31 @@ class PoseSegModel(nn.Module):
         outputs = [o for o in (outputs if isinstance(outputs, tuple) else (outputs,)) if o is not None]
         return {n: zero_loss(*outputs) for n in head.loss_names}
 
-    def _detect(self, features, proposals, image_sizes, mirrored=None, padded_width: int = 0):
+    def _detect(self, features, proposals, image_sizes, mirrored=None, padded_width: int = 0, **mask_trunk_features):
         """Boxes, then the mask and keypoint heads on them. ``mirrored``: the features of the
         horizontally flipped batch (``padded_width`` wide) for flip test-time augmentation."""
         class_logits, box_deltas = self.box_head(self.box_pooler(features, proposals, image_sizes))
         detections = self.box_head.inference(class_logits, box_deltas, proposals, image_sizes)
-        return self.heads_on_boxes(features, detections, image_sizes, mirrored, padded_width)
+        return self.heads_on_boxes(features, detections, image_sizes, mirrored, padded_width, **mask_trunk_features)
 
-    def heads_on_boxes(self, features, detections, image_sizes, mirrored=None, padded_width: int = 0):
+    def heads_on_boxes(self, features, detections, image_sizes, mirrored=None, padded_width: int = 0, *,
+                       mask_features=None, mask_mirrored=None):
         """Add the mask and keypoint heads' outputs (``mask_probs``, ``keypoints``, ``keypoint_scores``,
-        ``keypoint_peaks``) to per-image dicts of ``boxes`` and ``labels`` (in the batch's resized pixels)."""
+        ``keypoint_peaks``) to per-image dicts of ``boxes`` and ``labels`` (in the batch's resized pixels).
+        ``mask_features`` / ``mask_mirrored``: the mask trunk's features (``model.mask.trunk=own``)."""
         boxes = [d["boxes"] for d in detections]
         num_boxes = sum(b.shape[0] for b in boxes)
         flip_boxes = [mirror_boxes(b, padded_width) for b in boxes] if mirrored is not None else None
+        own_trunk = mask_features is not None
+        if not own_trunk:
+            mask_features, mask_mirrored = features, mirrored
         mask_pooled = flip_pooled = None
         if self.mask_head is not None:
             if num_boxes:
-                mask_pooled = self.mask_pooler(features, boxes, image_sizes)
+                mask_pooled = self.mask_pooler(mask_features, boxes, image_sizes)
                 logits = self.mask_head(mask_pooled)
-                if mirrored is not None and self.test_flip_masks:
-                    flip_pooled = self.mask_pooler(mirrored, flip_boxes, image_sizes)
+                if mask_mirrored is not None and self.test_flip_masks:
+                    flip_pooled = self.mask_pooler(mask_mirrored, flip_boxes, image_sizes)
                     logits = (logits + unflip_mask_logits(self.mask_head(flip_pooled))) / 2
                 probs = self.mask_head.inference(logits, [d["labels"] for d in detections])
             else:
@@ -183,7 +197,8 @@ class PoseSegModel(nn.Module):
             k = self.keypoint_head.num_keypoints
             if num_boxes:
                 # the same boxes through an identical pooler give the mask head's input: reuse it
-                same = mask_pooled is not None and same_pooling(self.mask_pooler, self.keypoint_pooler)
+                same = (mask_pooled is not None and not own_trunk
+                        and same_pooling(self.mask_pooler, self.keypoint_pooler))
                 pooled = mask_pooled if same else self.keypoint_pooler(features, boxes, image_sizes)
                 heatmaps, offsets = self.keypoint_head(pooled)
                 if mirrored is not None:
@@ -212,6 +227,10 @@ class PoseSegModel(nn.Module):
         if offsets is not None:
             offsets = (offsets + flip_offsets) / 2
         return heatmaps, offsets
+
+
+def _nchw(features: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+    return OrderedDict((k, v.contiguous()) for k, v in features.items())
 
 
 def same_pooling(a: RoIPooler, b: RoIPooler) -> bool:
@@ -271,10 +290,15 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
                                size_divisible=m.input.size_divisible, channel_order=m.input.channel_order,
                                pixel_scale=m.input.pixel_scale)
     b = m.backbone
-    backbone = ResNet(depth=b.depth, width=b.width, norm=b.norm, deform_stages=b.deform_stages,
-                      deform_modulated=b.deform_modulated, freeze_at=b.freeze_at, stride_in_1x1=b.stride_in_1x1)
-    fpn = FPN(in_channels=backbone.out_channels, in_stages=m.fpn.in_stages, out_channels=m.fpn.channels,
-              extra_pool=m.fpn.extra_pool)
+
+    def trunk() -> Trunk:
+        backbone = ResNet(depth=b.depth, width=b.width, norm=b.norm, deform_stages=b.deform_stages,
+                          deform_modulated=b.deform_modulated, freeze_at=b.freeze_at, stride_in_1x1=b.stride_in_1x1)
+        return Trunk(backbone=backbone, fpn=FPN(in_channels=backbone.out_channels, in_stages=m.fpn.in_stages,
+                                                out_channels=m.fpn.channels, extra_pool=m.fpn.extra_pool))
+
+    main_trunk = trunk()
+    backbone, fpn = main_trunk.backbone, main_trunk.fpn
     r = m.rpn
     rpn = build_rpn(level_names=fpn.level_names, in_channels=m.fpn.channels, anchor_sizes=r.anchor_sizes,
                     aspect_ratios=r.aspect_ratios, conv_depth=r.conv_depth, fg_iou=r.fg_iou, bg_iou=r.bg_iou,
@@ -303,6 +327,8 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
     parts: dict = {}
     if "mask" in m.heads:
         parts["mask_pooler"] = pooler("mask", m.mask.pooled_size)
+        if m.mask.trunk == "own":
+            parts["mask_trunk"] = trunk()
         parts["mask_head"] = MaskHead(in_channels=m.fpn.channels, num_convs=m.mask.num_convs,
                                       conv_dim=m.mask.conv_dim, num_classes=m.num_classes, norm=m.mask.norm)
     if "keypoint" in m.heads:
