@@ -51,12 +51,14 @@ def _torchvision_reference(keypoint, mask, image: torch.Tensor) -> dict:
     proposals, _ = keypoint.rpn(batch, features)
     detections, _ = keypoint.roi_heads(features, proposals, batch.image_sizes)
     boxes = [d["boxes"] for d in detections]
-    pooled = mask.roi_heads.mask_roi_pool(features, boxes, batch.image_sizes)
+    # the mask model's own backbone and FPN (its random weights differ from the keypoint model's) at those boxes
+    pooled = mask.roi_heads.mask_roi_pool(mask.backbone(batch.tensors), boxes, batch.image_sizes)
     logits = mask.roi_heads.mask_predictor(mask.roi_heads.mask_head(pooled))
     roi_probs = maskrcnn_inference(logits, [d["labels"] for d in detections])[0]  # (N, 1, 28, 28)
     result = keypoint.transform.postprocess(detections, batch.image_sizes, [tuple(image.shape[-2:])])[0]
     # torchvision's mask probabilities, pasted as Predictor pastes (half-pixel-aligned, box by box)
     result["masks"] = paste_full(roi_probs, result["boxes"], tuple(image.shape[-2:]))
+    result["roi_boxes"], result["mask_probs"] = boxes[0], roi_probs
     return result
 
 
@@ -98,6 +100,12 @@ def test_predict_with_named_weights_equals_torchvision(hub_cache, coco_sample, t
     assert converted[0].stat().st_mtime_ns == stamp
     predictor = Predictor("torchvision-coco", device="cpu")  # the Python API takes the name too
     assert predictor.schema["names"] == COCO_KEYPOINT_NAMES and predictor.cfg.model.backbone.depth == 50
+    assert predictor.cfg.model.mask.trunk == "own"  # the mask head reads the mask model's trunk
+    image = torch.from_numpy(np.asarray(Image.open(images[0]).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    want = _torchvision_reference(keypoint, mask, image)
+    rois = Predictor("torchvision-coco", device="cpu", overrides=OVERRIDES).model.predict_rois([image]).detections[0]
+    torch.testing.assert_close(rois["boxes"], want["roi_boxes"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rois["mask_probs"], want["mask_probs"], atol=1e-4, rtol=1e-4)
     finetune = config_from_weights("torchvision-coco", ["model.keypoint.num_keypoints=14"])  # train --init-weights
     assert finetune.train.init_weights == "torchvision-coco" and finetune.model.keypoint.loss == "ce"
     assert converted[0].stat().st_mtime_ns == stamp
@@ -105,6 +113,7 @@ def test_predict_with_named_weights_equals_torchvision(hub_cache, coco_sample, t
     assert payload["keypoint_schema"]["names"][0] == "nose" and payload["config"]["model"]["keypoint"]["decode"] == "upsample"
     report = payload["conversion_report"]
     assert not report["unexpected"]
+    assert any("mask head reads the mask model's own ResNet + FPN" in n for n in report["notes"])
     assert all("offset" in k or "num_batches" in k for k in report["left_at_init"])  # only our extra parts
 
 

@@ -57,7 +57,8 @@ def torchvision_coco_checkpoint(*, keypoint_state: dict, mask_state: dict, prese
     """torchvision's COCO keypoint + mask detectors merged into one model (named weights torchvision-coco)."""
     from poseseg.modeling.model import build_model
 
-    cfg = _config(preset, {**TORCHVISION_INPUT, **COCO_DETECTOR})
+    # torchvision trained the two detectors apart: the mask head keeps the mask model's trunk
+    cfg = _config(preset, {**TORCHVISION_INPUT, **COCO_DETECTOR, "model.mask.trunk": "own"})
     model = build_model(cfg)
     report = load_torchvision(model, keypoint_state=keypoint_state, mask_state=mask_state)
     return _payload(model, cfg, report, sources or ["torchvision keypoint model", "torchvision mask model"])

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-CONVERTER_VERSION = 1  # bump when a conversion changes: cached checkpoints are then rebuilt
+CONVERTER_VERSION = 2  # bump when a conversion changes: cached checkpoints are then rebuilt (2: own mask trunk)
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's convention: <name>-<sha256 prefix>.pth
 
 
@@ -78,7 +78,9 @@ def _build_torchvision_resnet50(states: dict[str, dict]) -> dict:
 NAMED: dict[str, NamedWeights] = {w.name: w for w in (
     NamedWeights("torchvision-coco",
                  "torchvision's COCO Keypoint R-CNN + Mask R-CNN (ResNet-50-FPN) merged into one paper_regular "
-                 "model: trunk, RPN, box and keypoint heads from the keypoint model, mask head from the mask model",
+                 "model: trunk, RPN, box and keypoint heads from the keypoint model; the mask head with the mask "
+                 "model's own trunk (model.mask.trunk=own: the two were trained apart, so each head reads the "
+                 "features it learned on; a second ResNet-50-FPN runs for the masks)",
                  (SourceFile("keypoint", "KeypointRCNN_ResNet50_FPN_Weights.COCO_V1"),
                   SourceFile("mask", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")),
                  _build_torchvision_coco),

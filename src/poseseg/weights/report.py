@@ -17,6 +17,7 @@ class Conversion:
     sources: dict[str, str] = field(default_factory=dict)  # our key -> source key
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source key, why)
     config_values: list[tuple[str, str, object]] = field(default_factory=list)  # (source key, config key, value)
+    notes: list[str] = field(default_factory=list)  # what a reader must know, e.g. which trunk each head reads
 
     def add(self, source_key: str, our_key: str, value: torch.Tensor) -> None:
         self.tensors[our_key] = value
@@ -30,6 +31,7 @@ class Conversion:
         self.sources.update(other.sources)
         self.skipped.extend(other.skipped)
         self.config_values.extend(other.config_values)
+        self.notes.extend(other.notes)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ConversionReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     left_at_init: list[str] = field(default_factory=list)
     unexpected: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def loaded(self) -> list[str]:
@@ -52,13 +55,14 @@ class ConversionReport:
 
     def to_dict(self) -> dict:
         return {"used": [list(p) for p in self.used], "skipped": [list(p) for p in self.skipped],
-                "left_at_init": list(self.left_at_init), "unexpected": [list(p) for p in self.unexpected]}
+                "left_at_init": list(self.left_at_init), "unexpected": [list(p) for p in self.unexpected],
+                "notes": list(self.notes)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ConversionReport":
         return cls(used=[tuple(p) for p in data.get("used", [])], skipped=[tuple(p) for p in data.get("skipped", [])],
                    left_at_init=list(data.get("left_at_init", [])),
-                   unexpected=[tuple(p) for p in data.get("unexpected", [])])
+                   unexpected=[tuple(p) for p in data.get("unexpected", [])], notes=list(data.get("notes", [])))
 
     def summary(self) -> str:
         return (f"{len(self.used)} source tensors used, {len(self.skipped)} skipped, "
@@ -66,7 +70,7 @@ class ConversionReport:
 
     def format(self) -> str:
         """The full report: every key, one per line."""
-        lines = [self.summary(), "", f"used ({len(self.used)}):"]
+        lines = [self.summary(), *self.notes, "", f"used ({len(self.used)}):"]
         lines += [f"  {src} -> {ours}" for src, ours in self.used]
         lines += ["", f"skipped ({len(self.skipped)}):"] + [f"  {src}: {why}" for src, why in self.skipped]
         lines += ["", f"left at initialisation ({len(self.left_at_init)}):"] + [f"  {k}" for k in self.left_at_init]
@@ -82,7 +86,7 @@ def apply_conversion(model: nn.Module, conversion: Conversion, *, source: str) -
     A shape mismatch is a ValueError naming the source key, our key and both shapes.
     """
     own = model.state_dict()
-    report = ConversionReport(skipped=list(conversion.skipped),
+    report = ConversionReport(skipped=list(conversion.skipped), notes=list(conversion.notes),
                               used=[(src, f"config {key}") for src, key, _ in conversion.config_values])
     for ours, value in conversion.tensors.items():
         src = conversion.sources.get(ours, ours)

@@ -6,7 +6,9 @@
     report = poseseg.weights.load_torchvision(model, keypoint_state=kp, mask_state=mk)
 
 The trunk, FPN, RPN and box head come from the keypoint model when given (else the mask model);
-the mask head from the mask model. A 91-class COCO box/mask predictor is cut down to
+the mask head from the mask model. torchvision trained the two detectors apart, so their trunks
+differ: with ``mask_trunk=True`` (a model built with ``model.mask.trunk=own``) the mask model's own
+ResNet and FPN become the mask head's trunk, and every head reads the features it was trained on. A 91-class COCO box/mask predictor is cut down to
 background + person. Our extra parts (offset maps, deformable offsets) keep their zero init.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ _MASK_RULES = [
     (r"^roi_heads\.mask_predictor\.conv5_mask\.", "mask_head.deconv."),
     (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "mask_head.predictor."),
 ]
+_MASK_TRUNK_RULES = [(r"^backbone\.body\.", "mask_trunk.backbone."), (r"^backbone\.fpn\.", "mask_trunk.fpn.")]
 # torchvision's ResNet-50 classifier (ImageNet checkpoints): the trunk is ours under backbone.
 _CLASSIFIER_TRUNK = re.compile(r"^(conv1|bn1|layer[1-4])\.")
 
@@ -64,12 +67,15 @@ def _select_classes(name: str, value: torch.Tensor, num_classes: int) -> torch.T
 
 
 def convert_torchvision(*, keypoint_state: dict | None = None, mask_state: dict | None = None,
-                        num_classes: int = 2, prefix: tuple[str, str] = ("keypoint model: ", "mask model: ")
-                        ) -> Conversion:
-    """Every source key either converted (with the key it came from) or skipped with the reason."""
+                        num_classes: int = 2, prefix: tuple[str, str] = ("keypoint model: ", "mask model: "),
+                        mask_trunk: bool = False) -> Conversion:
+    """Every source key either converted (with the key it came from) or skipped with the reason.
+    ``mask_trunk``: the mask model's ResNet + FPN also go to ``mask_trunk.*`` (the mask head's own trunk)."""
     if keypoint_state is None and mask_state is None:
         raise ValueError("give keypoint_state, mask_state or both (torchvision state dicts)")
     conv = Conversion()
+    if mask_state is not None:
+        conv.notes.append(trunk_note(mask_trunk, keypoint_state is not None))
     for state, tag, is_trunk in ((keypoint_state, prefix[0], True), (mask_state, prefix[1], keypoint_state is None)):
         if state is None:
             continue
@@ -78,11 +84,14 @@ def convert_torchvision(*, keypoint_state: dict | None = None, mask_state: dict 
             if name.endswith("num_batches_tracked"):
                 conv.skip(src, "BatchNorm step counter (unused by frozen BN)")
                 continue
+            own = _rename(name, _MASK_TRUNK_RULES) if mask_trunk and state is mask_state else None
+            if own is not None:
+                conv.add(src, own, value)
             shared = _rename(name, _SHARED_RULES)
             if shared is not None:
                 if is_trunk:
                     conv.add(src, shared, _select_classes(shared, value, num_classes))
-                else:
+                elif own is None:
                     conv.skip(src, "trunk, FPN, RPN and box head are taken from the keypoint model")
                 continue
             new = _rename(name, _MASK_RULES) if state is mask_state else _keypoint_conv_rule(name)
@@ -91,6 +100,17 @@ def convert_torchvision(*, keypoint_state: dict | None = None, mask_state: dict 
             else:
                 conv.add(src, new, _select_classes(new, value, num_classes))
     return conv
+
+
+def trunk_note(own_mask_trunk: bool, two_models: bool) -> str:
+    """The report's line on which trunk each head reads."""
+    if own_mask_trunk:
+        return ("trunks: the box and keypoint heads read the keypoint model's trunk; the mask head reads the mask "
+                "model's own ResNet + FPN (model.mask.trunk=own: a second trunk runs for the masks)")
+    if two_models:
+        return ("trunks: every head reads the keypoint model's trunk; the mask head was trained on the mask "
+                "model's trunk, so its masks are off (build with model.mask.trunk=own)")
+    return "trunks: one model, one trunk"
 
 
 def from_torchvision(*, keypoint_state: dict | None = None, mask_state: dict | None = None,
@@ -123,11 +143,12 @@ def load_torchvision(model: nn.Module, *, keypoint_state: dict | None = None, ma
     """Load converted torchvision weights into ``model``; with ``strict``, every part the model
     shares with torchvision's detectors must be covered and every converted tensor must fit."""
     conv = convert_torchvision(keypoint_state=keypoint_state, mask_state=mask_state,
-                               num_classes=model.box_head.cls_score.out_features)
+                               num_classes=model.box_head.cls_score.out_features,
+                               mask_trunk=getattr(model, "mask_trunk", None) is not None)
     report = apply_conversion(model, conv, source="torchvision weights")
     if strict:
         needed = [n for n in report.left_at_init if not _OURS_ONLY.search(n)
-                  and not (n.startswith("mask_head") and mask_state is None)
+                  and not (n.startswith(("mask_head", "mask_trunk")) and mask_state is None)
                   and not (n.startswith("keypoint_head") and keypoint_state is None)]
         if needed or report.unexpected:
             unused = [ours for _, ours in report.unexpected]
