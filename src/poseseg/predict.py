@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from poseseg.data.image_io import IMAGE_EXTS
 from poseseg.modeling.postprocess import coco_records
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".ogv", ".3gp"}
 
 
