@@ -110,14 +110,42 @@ _RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
+FREEZE_MODES = ("none", "deform_only", "backbone", "trunk")
+# key -> the values it may take; checked by validate_ranges with the key as the user writes it
+_CHOICES: dict[str, tuple] = {
+    "model.backbone.depth": (18, 34, 50, 101),
+    "model.backbone.norm": ("frozen_bn", "bn", "gn"),
+    "model.keypoint.loss": ("mse", "ce", "ce_soft"),
+    "model.mask.norm": ("none", "gn"),
+    "model.keypoint.norm": ("none", "gn"),
+    "model.mask.trunk": ("shared", "own"),  # own: a second backbone + FPN that feeds the mask head alone
+    "model.keypoint.decode": ("peak", "upsample"),
+    "model.input.channel_order": ("rgb", "bgr"),
+    "model.roi.head_rois": ("proposals", "gt_jitter"),
+    "train.freeze": FREEZE_MODES,
+    "train.finish_freeze": FREEZE_MODES,
+    "train.optimizer": ("sgd", "adamw"),
+    "train.nonfinite": ("stop", "skip"),
+}
+
+
+def _value(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def validate_ranges(cfg: Config) -> None:
-    """Numbers that type-check but train nothing (a negative lr, ``--iters -5``, ``--batch-size 0``)."""
+    """Numbers that type-check but train nothing (a negative lr, ``--iters -5``, ``--batch-size 0``), and
+    names outside their key's choices."""
     for key, (ok, what) in _RANGES.items():
-        value: Any = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        if not ok(value):
+        if not ok(value := _value(cfg, key)):
             raise ConfigError(f"{key}={value!r}: must be {what}")
+    for key, choices in _CHOICES.items():
+        if (value := _value(cfg, key)) not in choices:
+            names = [str(c) for c in choices]
+            raise ConfigError(f"{key}={value!r}; choose {', '.join(names[:-1])} or {names[-1]}")
 
 
 def validate(cfg: Config) -> None:
@@ -136,53 +164,27 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.heads has unknown head(s) {unknown}; choose from box, mask, keypoint")
     if "box" not in m.heads:
         m.heads = ["box"] + list(m.heads)
-    if m.backbone.depth not in (18, 34, 50, 101):
-        raise ConfigError(f"model.backbone.depth={m.backbone.depth}; choose 18, 34, 50 or 101")
-    if m.backbone.norm not in ("frozen_bn", "bn", "gn"):
-        raise ConfigError(f"model.backbone.norm={m.backbone.norm!r}; choose frozen_bn, bn or gn")
     for name, stages in (("model.fpn.in_stages", m.fpn.in_stages), ("model.backbone.deform_stages", m.backbone.deform_stages)):
         if any(s not in (2, 3, 4, 5) for s in stages):
             raise ConfigError(f"{name}={stages}: stages are 2..5 (res2..res5)")
     if not m.fpn.in_stages or sorted(m.fpn.in_stages) != m.fpn.in_stages:
         raise ConfigError(f"model.fpn.in_stages={m.fpn.in_stages} must be a non-empty increasing list, e.g. [3, 4, 5]")
-    if m.keypoint.loss not in ("mse", "ce", "ce_soft"):
-        raise ConfigError(f"model.keypoint.loss={m.keypoint.loss!r}; choose mse, ce or ce_soft")
-    for key, norm in (("model.mask.norm", m.mask.norm), ("model.keypoint.norm", m.keypoint.norm)):
-        if norm not in ("none", "gn"):
-            raise ConfigError(f"{key}={norm!r}; choose none or gn")
-    if m.mask.trunk not in ("shared", "own"):
-        raise ConfigError(f"model.mask.trunk={m.mask.trunk!r}; choose shared (the model's trunk) or own (a second "
-                          "backbone + FPN for the mask head)")
-    if m.keypoint.decode not in ("peak", "upsample"):
-        raise ConfigError(f"model.keypoint.decode={m.keypoint.decode!r}; choose peak or upsample")
-    if m.input.channel_order not in ("rgb", "bgr"):
-        raise ConfigError(f"model.input.channel_order={m.input.channel_order!r}; choose rgb or bgr")
     if not m.input.pixel_scale > 0:
         raise ConfigError(f"model.input.pixel_scale={m.input.pixel_scale}; use 1 (mean/std for [0, 1] pixels) "
                           "or 255 (mean/std for 0..255 pixels)")
     if m.keypoint.heatmap_size % 4 != 0:
         raise ConfigError(f"model.keypoint.heatmap_size={m.keypoint.heatmap_size} must be a multiple of 4")
-    if m.roi.head_rois not in ("proposals", "gt_jitter"):
-        raise ConfigError(f"model.roi.head_rois={m.roi.head_rois!r}; choose proposals or gt_jitter")
     bad_pool = [h for h in m.roi.deform_pool if h not in m.heads]
     if bad_pool:
         raise ConfigError(f"model.roi.deform_pool names {bad_pool}, which are not in model.heads={m.heads}")
     if m.num_classes < 2:
         raise ConfigError("model.num_classes counts the background too: use 2 for person-only")
-    freeze_modes = ("none", "deform_only", "backbone", "trunk")
-    for key, mode in (("train.freeze", cfg.train.freeze), ("train.finish_freeze", cfg.train.finish_freeze)):
-        if mode not in freeze_modes:
-            raise ConfigError(f"{key}={mode!r}; choose one of {', '.join(freeze_modes)}")
     if cfg.train.time_limit_minutes < 0:
         raise ConfigError(f"train.time_limit_minutes={cfg.train.time_limit_minutes}; use 0 (off) or a positive number")
     _validate_schedule(cfg.train)
     if not cfg.train.offset_lr_multiplier >= 0:
         raise ConfigError(f"train.offset_lr_multiplier={cfg.train.offset_lr_multiplier}; use a number >= 0 "
                           "(0.1 is the usual choice for deformable offsets, 1 trains them like every other layer)")
-    if cfg.train.optimizer not in ("sgd", "adamw"):
-        raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}; choose sgd or adamw")
-    if cfg.train.nonfinite not in ("stop", "skip"):
-        raise ConfigError(f"train.nonfinite={cfg.train.nonfinite!r}; choose stop or skip")
     _validate_track(cfg.track)
 
 
