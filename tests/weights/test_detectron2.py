@@ -202,8 +202,8 @@ def _d2_mask_model(rng, trunk):
 
 def test_detectron2_keypoint_and_mask_models_merge(tmp_path):
     rng = np.random.default_rng(1)
-    trunk = _d2_trunk(rng)  # the mask model's trunk is skipped (taken from the keypoint model): share the arrays
-    kp, mk = _d2_keypoint_model(rng, trunk), _d2_mask_model(rng, trunk)
+    # two detectors trained apart: different trunks (the mask head must keep the mask model's)
+    kp, mk = _d2_keypoint_model(rng, _d2_trunk(rng)), _d2_mask_model(rng, _d2_trunk(rng))
     paths = []
     for name, model in (("model_final_a6e10b.pkl", kp), ("model_final_f10217.pkl", mk)):
         paths.append(tmp_path / name)
@@ -213,8 +213,12 @@ def test_detectron2_keypoint_and_mask_models_merge(tmp_path):
     skipped = {s for s, _ in report.skipped}
     assert used | skipped == {f"{p.name}: {k}" for p, m in zip(paths, (kp, mk)) for k in m}
     assert not used & skipped and not report.unexpected
-    assert all("taken from the keypoint model" in why for _, why in report.skipped)  # only the mask model's trunk
+    # only the mask model's RPN and box head are skipped; its ResNet and FPN are the mask head's trunk
+    assert {k.split(": ")[1].split(".")[0] for k in skipped} == {"proposal_generator", "roi_heads"}
+    assert all("taken from the keypoint model" in why for _, why in report.skipped)
     assert all("offset" in k for k in report.left_at_init)
+    assert any("mask head reads the mask model's own ResNet + FPN" in n for n in report.notes)
+    assert "mask head reads the mask model's own" in (tmp_path / "d2.pt.report.txt").read_text()
 
     state = torch.load(tmp_path / "d2.pt", weights_only=True)
     ours, cfg = state["model"], state["config"]["model"]
@@ -240,6 +244,15 @@ def test_detectron2_keypoint_and_mask_models_merge(tmp_path):
                        t(kp["backbone.bottom_up.res4.0.shortcut.norm.running_var"]))
     assert torch.equal(ours["backbone.layer1.2.bn3.weight"], t(kp["backbone.bottom_up.res2.2.conv3.norm.weight"]))
     assert torch.equal(ours["box_head.fc7.weight"], t(kp["roi_heads.box_head.fc2.weight"]))
+    assert cfg["mask"]["trunk"] == "own"
+    assert torch.equal(ours["mask_trunk.backbone.layer1.2.bn3.weight"], t(mk["backbone.bottom_up.res2.2.conv3.norm.weight"]))
+    assert torch.equal(ours["mask_trunk.fpn.inner_blocks.0.0.weight"], t(mk["backbone.fpn_lateral2.weight"]))
+    assert not torch.equal(ours["mask_trunk.fpn.inner_blocks.0.0.weight"], ours["fpn.inner_blocks.0.0.weight"])
+
+    # folded into one trunk on request: the mask model's trunk is skipped, and the report says what that costs
+    shared = convert_files(paths, tmp_path / "d2_shared.pt", overrides=["model.mask.trunk=shared"])
+    assert not [k for _, k in shared.used if k.startswith("mask_trunk.")]
+    assert any("its masks are off" in n for n in shared.notes)
 
 
 def test_shape_mismatch_names_both_keys(tmp_path):

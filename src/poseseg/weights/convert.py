@@ -19,7 +19,8 @@ from poseseg.config import Config, apply_overrides, load_config, set_key, valida
 from poseseg.keypoint_schema import coco_person_schema
 from poseseg.weights.detectron2 import convert_caffe2_resnet, convert_detectron2
 from poseseg.weights.report import Conversion, ConversionReport, apply_conversion
-from poseseg.weights.torchvision import convert_torchvision, convert_torchvision_classifier, load_torchvision
+from poseseg.weights.torchvision import (convert_torchvision, convert_torchvision_classifier, load_torchvision,
+                                         trunk_note)
 
 # The Mask R-CNN keypoint decoding the torchvision / Detectron2 heads were trained for; offsets start at zero.
 COCO_DETECTOR = {"model.keypoint.loss": "ce", "model.keypoint.decode": "upsample"}
@@ -129,6 +130,7 @@ def _recognise(path: Path, state: dict) -> str:
 
 def _conversion(file: SourceCheckpoint, cfg: Config, *, with_trunk: bool) -> Conversion:
     tag = f"{file.path.name}: "
+    mask_trunk = cfg.model.mask.trunk == "own" and file.kind.endswith("mask")  # its trunk feeds the mask head
     if file.kind == "torchvision-classifier":
         return convert_torchvision_classifier(file.state, source=tag)
     if file.kind == "caffe2-resnet":
@@ -136,13 +138,17 @@ def _conversion(file: SourceCheckpoint, cfg: Config, *, with_trunk: bool) -> Con
     if file.kind.startswith("torchvision"):
         if not with_trunk:  # the trunk comes from the keypoint file: only this (mask) file's mask head
             return convert_torchvision(keypoint_state={}, mask_state=file.state, prefix=("", tag),
-                                       num_classes=cfg.model.num_classes)
+                                       num_classes=cfg.model.num_classes, mask_trunk=mask_trunk)
         role = file.kind.split("-")[1]  # keypoint or mask
         return convert_torchvision(**{f"{role}_state": file.state}, prefix=(tag, tag),
-                                   num_classes=cfg.model.num_classes)
+                                   num_classes=cfg.model.num_classes, mask_trunk=mask_trunk)
     if cfg.model.num_classes != 2:
         raise ValueError("Detectron2 conversion keeps the person class only: use model.num_classes=2")
-    return convert_detectron2(file.state, fpn_stages=cfg.model.fpn.in_stages, with_trunk=with_trunk, source=tag)
+    conv = convert_detectron2(file.state, fpn_stages=cfg.model.fpn.in_stages, with_trunk=with_trunk,
+                              mask_trunk=mask_trunk, source=tag)
+    if file.kind.endswith("mask"):
+        conv.notes.append(trunk_note(mask_trunk, not with_trunk))
+    return conv
 
 
 def checkpoint_from_sources(files: list[SourceCheckpoint], *, preset: str | None = None,
@@ -166,6 +172,9 @@ def checkpoint_from_sources(files: list[SourceCheckpoint], *, preset: str | None
         settings.update(COCO_DETECTOR)
     if family == "detectron2":
         settings.update(DETECTRON2_HEADS)
+    if {"keypoint", "mask"} <= {k.split("-")[-1] for k in kinds}:
+        # two detectors trained apart: the mask head keeps its own trunk (model.mask.trunk=shared to fold them)
+        settings["model.mask.trunk"] = "own"
     cfg = _config(preset, settings)
     apply_overrides(cfg, overrides)
     trunk_file = next((f for f in files if f.kind.endswith("keypoint")), files[0])

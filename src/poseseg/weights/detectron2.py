@@ -154,9 +154,10 @@ def _person_rows(value: torch.Tensor, *, width: int, background: str) -> torch.T
 
 
 def convert_detectron2(model_state: dict, *, fpn_stages: list[int], with_trunk: bool = True,
-                       source: str = "") -> Conversion:
+                       mask_trunk: bool = False, source: str = "") -> Conversion:
     """A Detectron2 model-zoo ``model`` dict -> ours; without ``with_trunk`` only its heads (the trunk, FPN,
-    RPN and box head then come from another file, e.g. the keypoint model when merging with a mask model)."""
+    RPN and box head then come from another file, e.g. the keypoint model when merging with a mask model).
+    ``mask_trunk``: its ResNet and FPN also become the mask head's own trunk (``mask_trunk.*``)."""
     conv = Conversion()
     for name, value in model_state.items():
         src = source + name
@@ -164,8 +165,12 @@ def convert_detectron2(model_state: dict, *, fpn_stages: list[int], with_trunk: 
         if ours is None:
             conv.skip(src, part)
             continue
+        own = mask_trunk and ours.startswith(("backbone.", "fpn."))
+        if own:
+            conv.add(src, "mask_trunk." + ours, to_tensor(value, src))
         if part == "trunk" and not with_trunk:
-            conv.skip(src, "trunk, FPN, RPN and box head are taken from the keypoint model")
+            if not own:
+                conv.skip(src, "trunk, FPN, RPN and box head are taken from the keypoint model")
             continue
         if part == "config":
             conv.config_values.append((src, ours, to_tensor(value, src).flatten().tolist()))
