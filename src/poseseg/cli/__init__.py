@@ -2,7 +2,7 @@
 function in :mod:`poseseg.cli.commands`.
 
 Verbs: synth, check-data, convert-data, show-data, train, eval, predict, export, serve, demo,
-weights, convert-weights, presets, config. Every verb that takes a config also takes
+weights, convert-weights, distill, presets, config. Every verb that takes a config also takes
 ``key=value`` overrides of any config key; the flags are shorthands for the most common keys.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from poseseg.cli.commands import (
     cmd_convert_data,
     cmd_convert_weights,
     cmd_demo,
+    cmd_distill,
     cmd_eval,
     cmd_export,
     cmd_predict,
@@ -184,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.set_defaults(func=cmd_convert_weights)
 
+    p = sub.add_parser("distill", help="fold a two-trunk model (model.mask.trunk=own) into one trunk, on unlabelled "
+                                       "pictures")
+    p.add_argument("--teacher", help="a two-trunk checkpoint or named weights (e.g. torchvision-coco)")
+    p.add_argument("--images", help="a folder of pictures like the ones the model will see (no labels needed)")
+    p.add_argument("--out", help="the one-trunk checkpoint to write (never overwritten)")
+    p.add_argument("--iters", type=int, default=1000, help="training iterations (default 1000)")
+    p.add_argument("--minutes", type=float, default=0.0, help="stop after this long; --resume goes on")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the mask head")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--held-out", type=float, default=0.1, help="fraction of pictures kept back to measure mask IoU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--output-dir", default="runs/distill", help="where the run folder goes")
+    p.add_argument("--resume", help="a distill run folder (or checkpoint) to continue")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the student")
+    p.set_defaults(func=cmd_distill)
+
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)
 
@@ -209,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         if os.environ.get("POSESEG_DEBUG"):
             raise
         print(f"poseseg {args.verb}: error: {e}\n(set POSESEG_DEBUG=1 for the traceback)", file=sys.stderr)

@@ -181,7 +181,21 @@ def cmd_convert_weights(args: argparse.Namespace) -> int:
     from poseseg.weights import convert_files
 
     report = convert_files(args.sources, args.out, preset=args.config, overrides=list(args.set))
-    print(f"{report.summary()}\nwrote {args.out} (full report: {args.out}.report.txt)")
+    print("\n".join([report.summary(), *report.notes, f"wrote {args.out} (full report: {args.out}.report.txt)"]))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from poseseg.engine.distill import DistillOptions, distill
+
+    options = DistillOptions(iters=args.iters, minutes=args.minutes, lr=args.lr, batch_size=args.batch_size,
+                             held_out_fraction=args.held_out, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                             output_dir=args.output_dir)
+    result = distill(args.teacher, args.images, args.out, options=options, overrides=list(args.overrides),
+                     resume=args.resume)
+    print(result.report(), end="")
+    if result.iterations < options.iters and not args.resume:
+        print(f"not finished: `poseseg distill --resume {result.run_dir}` trains the rest and writes {result.out}")
     return 0
 
 

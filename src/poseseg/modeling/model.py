@@ -90,9 +90,10 @@ class PoseSegModel(nn.Module):
         return {k: v * self.loss_weights.get(k, 1.0) for k, v in losses.items()}
 
     @torch.no_grad()
-    def predict_rois(self, images: list[torch.Tensor]) -> RoIOutputs:
+    def predict_rois(self, images: list[torch.Tensor], *, keep_features: bool = False) -> RoIOutputs:
         """The network at inference, up to RoI-level outputs in the resized pictures' pixels (the keys are
-        in ``poseseg.modeling.postprocess``); eval mode only."""
+        in ``poseseg.modeling.postprocess``); eval mode only. ``keep_features``: also return the trunk's
+        FPN levels (distillation pools its student's mask features from them)."""
         if self.training:
             raise RuntimeError("predict_rois runs the inference path: call model.eval() first")
         _check_inputs(images, None, False, self.heads)
@@ -114,7 +115,7 @@ class PoseSegModel(nn.Module):
                 mask_mirrored = _nchw(self.mask_trunk(pixels.flip(-1)))
         detections = self._detect(features, proposals, batch.image_sizes, mirrored, pixels.shape[-1],
                                   mask_features=mask_features, mask_mirrored=mask_mirrored)
-        return RoIOutputs(detections, list(batch.image_sizes), original_sizes)
+        return RoIOutputs(detections, list(batch.image_sizes), original_sizes, features if keep_features else None)
 
     def _head_losses(self, features, proposals, image_sizes, targets, mask_features) -> dict[str, torch.Tensor]:
         """Box, mask and keypoint losses; the mask head pools from ``mask_features`` (its trunk's)."""

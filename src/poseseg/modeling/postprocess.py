@@ -35,6 +35,8 @@ class RoIOutputs:
     detections: list[dict[str, torch.Tensor]]  # one per image, in the resized picture's pixels
     resized_sizes: list[tuple[int, int]]  # (h, w) of each picture as the network saw it
     original_sizes: list[tuple[int, int]]  # (h, w) of each input picture
+    # the trunk's FPN levels (B, C, h, w) when asked for (``predict_rois(..., keep_features=True)``)
+    features: dict[str, torch.Tensor] | None = None
 
 
 def postprocess(outputs: RoIOutputs, *, masks: str = "image", score_thresh: float = 0.0,
