@@ -194,8 +194,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
     result = distill(args.teacher, args.images, args.out, options=options, overrides=list(args.overrides),
                      resume=args.resume)
     print(result.report(), end="")
-    if result.iterations < options.iters and not args.resume:
-        print(f"not finished: `poseseg distill --resume {result.run_dir}` trains the rest and writes {result.out}")
     return 0
 
 

@@ -31,7 +31,7 @@ from poseseg.weights.load import load_model
 @dataclass
 class DistillOptions:
     iters: int = 1000
-    minutes: float = 0.0  # stop after this long (0: off); the run can be resumed for more
+    minutes: float = 0.0  # stop after this long (0: off) and write the model, as train's time limit does
     lr: float = 1e-3  # AdamW, for the mask head
     batch_size: int = 4
     roi_score: float = 0.3  # the teacher's detections at or above this score are the training RoIs
@@ -93,9 +93,9 @@ def student_from(teacher: PoseSegModel, cfg: Config) -> PoseSegModel:
 def distill(teacher_weights: str | Path | None = None, images: str | Path | None = None,
             out: str | Path | None = None, *, options: DistillOptions | None = None,
             overrides: list[str] | None = None, resume: str | Path | None = None, quiet: bool = False) -> DistillResult:
-    """Train the student's mask head for ``options.iters`` (or ``options.minutes``), write ``out`` (a one-trunk
-    checkpoint) and ``out``.report.txt. ``resume``: a distill run folder (or one of its checkpoints);
-    teacher, pictures, output and options then come from it."""
+    """Train the student's mask head for ``options.iters`` (or until ``options.minutes``), write ``out`` (a
+    one-trunk checkpoint) and ``out``.report.txt. ``resume``: the run folder (or a checkpoint) of a distill
+    that was stopped before it wrote ``out``; teacher, pictures, output and options come from it."""
     state = None
     if resume is not None:
         path = Path(resume) if Path(resume).is_file() else ckpt.latest_good_checkpoint(resume)
@@ -142,8 +142,7 @@ def distill(teacher_weights: str | Path | None = None, images: str | Path | None
     iteration = start
     while iteration < options.iters:
         if options.minutes and time.perf_counter() - began > options.minutes * 60:
-            logger.message(f"--minutes {options.minutes:g} reached at iteration {iteration}: "
-                           f"`poseseg distill --resume {run_dir}` goes on")
+            logger.message(f"--minutes {options.minutes:g} reached at iteration {iteration}")
             break
         batch = [train_set[(iteration * options.batch_size + j) % len(train_set)] for j in range(options.batch_size)]
         loss = _step(teacher, student, _read(batch, skipped, len(train_set)), optimizer, options.roi_score)
@@ -156,14 +155,13 @@ def distill(teacher_weights: str | Path | None = None, images: str | Path | None
     logger.close()
     if iteration % options.checkpoint_every != 0 and iteration != options.iters:
         _save(run_dir / ckpt.checkpoint_name(iteration), student, optimizer, iteration, cfg, job)
-    iou, people = _mask_iou(teacher, student, _read(held_out, skipped, None))
+    iou, people = mask_iou_against_teacher(teacher, student, _read(held_out, skipped, None))
     result = DistillResult(run_dir=run_dir, out=out, iterations=iteration, mask_iou=iou, held_out=len(held_out),
                            people_compared=people, skipped_images=sorted(str(p) for p in skipped))
-    if iteration >= options.iters:
-        save_checkpoint(out, {"model": student.state_dict(), "config": cfg.to_dict(),
-                              "keypoint_schema": student.keypoint_schema, "distilled_from": str(teacher_weights),
-                              "distill_report": {"iterations": iteration, "mask_iou": iou, "held_out": len(held_out)}})
-        out.with_name(out.name + ".report.txt").write_text(result.report())
+    save_checkpoint(out, {"model": student.state_dict(), "config": cfg.to_dict(),
+                          "keypoint_schema": student.keypoint_schema, "distilled_from": str(teacher_weights),
+                          "distill_report": {"iterations": iteration, "mask_iou": iou, "held_out": len(held_out)}})
+    out.with_name(out.name + ".report.txt").write_text(result.report())
     return result
 
 
@@ -213,7 +211,7 @@ def _step(teacher: PoseSegModel, student: PoseSegModel, images: list[torch.Tenso
 
 
 @torch.no_grad()
-def _mask_iou(teacher: PoseSegModel, student: PoseSegModel, images: list[torch.Tensor]) -> tuple[float | None, int]:
+def mask_iou_against_teacher(teacher: PoseSegModel, student: PoseSegModel, images: list[torch.Tensor]) -> tuple[float | None, int]:
     """Mean IoU of the student's masks against the teacher's, person by person (score >= 0.5, the same boxes)."""
     ious = []
     for image in images:
