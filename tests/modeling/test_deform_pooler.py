@@ -1,6 +1,7 @@
 """Deformable RoI pooling against torchvision's RoIAlign."""
 from collections import OrderedDict
 
+import pytest
 import torch
 
 from poseseg.modeling.deform_pooler import DeformRoIPooler
@@ -46,3 +47,20 @@ def test_offsets_receive_gradient():
     deform = DeformRoIPooler(level_names=LEVELS, output_size=7, channels=8)
     deform(feats, boxes, SIZES).pow(2).sum().backward()
     assert deform.offset_fc.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # torchvision's level scales: constants
+def test_a_trace_serves_other_map_sizes_and_box_counts():
+    # the exporter traces the pooler: sizes and box counts must stay values, not constants of the trace
+    feats, boxes = features_and_boxes()
+    deform = DeformRoIPooler(level_names=LEVELS, output_size=7, channels=8).requires_grad_(False)
+    deform.offset_fc.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))  # offsets of about a bin
+
+    def one_image(p3, p4, p5, rois):
+        return deform(OrderedDict(p3=p3, p4=p4, p5=p5), [rois], [(320, 384)])
+
+    first = [f[:1] for f in feats.values()]
+    traced = torch.jit.trace(one_image, (*first, boxes[0]), check_trace=False)
+    other = [f[1:, :, : f.shape[2] * 3 // 4, : f.shape[3] // 2] for f in feats.values()]  # another size
+    rois = torch.cat(boxes)  # another box count
+    torch.testing.assert_close(traced(*other, rois), one_image(*other, rois), atol=0, rtol=0)

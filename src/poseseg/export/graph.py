@@ -18,7 +18,6 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
-from poseseg.modeling.deform_pooler import DeformRoIPooler
 from poseseg.modeling.model import PoseSegModel, _same_pooling
 
 PLACEHOLDER_BOX = torch.tensor([[0.0, 0.0, 16.0, 16.0]])  # (1, 4) xyxy in the resized image
@@ -105,67 +104,5 @@ def _xy_ratio(resized_size, original_size, like: torch.Tensor) -> torch.Tensor:
 
 def pool(pooler: nn.Module, features: dict[str, torch.Tensor], boxes: torch.Tensor,
          image_sizes: list[tuple[int, int]]) -> torch.Tensor:
-    """The pooler's (R, C, S, S) features for the boxes of one image, in a traceable form."""
-    if isinstance(pooler, DeformRoIPooler):
-        return deform_pool(pooler, features, boxes, image_sizes)
+    """The pooler's (R, C, S, S) features for the boxes of one image (every pooler traces as it runs)."""
     return pooler(features, [boxes], image_sizes)
-
-
-def deform_pool(pooler: DeformRoIPooler, features: dict[str, torch.Tensor], rois: torch.Tensor,
-                image_sizes: list[tuple[int, int]]) -> torch.Tensor:
-    """``DeformRoIPooler.forward`` for one image without data-dependent Python: each level samples
-    every box and a box keeps the samples of its own level (a few times the bilinear reads, the same
-    values). Standard ops only (Gather, Clip, Floor, arithmetic): no custom operator in the file."""
-    first = pooler.align(features, [rois], image_sizes)  # (R, C, S, S), sets the level mapper up
-    s = pooler.output_size
-    wh = (rois[:, 2:] - rois[:, :2]).clamp(min=1.0)  # (R, 2)
-    offsets = pooler.offset_fc(first.flatten(1)).view(-1, s, s, 2) * pooler.gamma * wh[:, None, None, :]
-    names = pooler.align.featmap_names
-    levels = pooler.align.map_levels([rois]) if len(names) > 1 else torch.zeros_like(rois[:, 0]).long()  # (R,)
-    out = torch.zeros_like(first)
-    for level, (name, scale) in enumerate(zip(names, pooler.align.scales)):
-        sampled = sample_bins_traceable(features[name], rois * scale, offsets * scale, s, pooler.sampling_ratio)
-        out = torch.where((levels == level).view(-1, 1, 1, 1), sampled, out)
-    return out
-
-
-def sample_bins_traceable(fmap: torch.Tensor, rois: torch.Tensor, offsets: torch.Tensor, size: int,
-                          sampling_ratio: int) -> torch.Tensor:
-    """``deform_pooler.sample_bins`` for a batch of one image, with the feature map's height and width
-    kept as traced values (so one exported file serves every input size) and the bilinear reads as
-    ``gather`` over the flattened map. fmap (1, C, H, W); rois (R, 4), offsets (R, S, S, 2) -> (R, C, S, S)."""
-    channels = fmap.shape[1]
-    shape = torch._shape_as_tensor(fmap).to(fmap.dtype)
-    height, width = shape[2], shape[3]
-    bin_w = (rois[:, 2] - rois[:, 0]).clamp(min=1.0) / size  # (R,)
-    bin_h = (rois[:, 3] - rois[:, 1]).clamp(min=1.0) / size
-    sr = sampling_ratio
-    grid = (torch.arange(size, dtype=fmap.dtype)[:, None]
-            + (torch.arange(sr, dtype=fmap.dtype)[None, :] + 0.5) / sr).reshape(-1)  # (S*sr,) in bin units
-    xs = rois[:, 0, None] + grid[None, :] * bin_w[:, None]  # (R, S*sr)
-    ys = rois[:, 1, None] + grid[None, :] * bin_h[:, None]
-    off = offsets.repeat_interleave(sr, dim=1).repeat_interleave(sr, dim=2)  # (R, S*sr, S*sr, 2)
-    x = xs[:, None, :] + off[..., 0]  # (R, S*sr, S*sr): row = y sample, column = x sample
-    y = ys[:, :, None] + off[..., 1]
-    inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
-    zero = torch.zeros((), dtype=fmap.dtype)
-    y = torch.minimum(torch.maximum(y, zero), height - 1)
-    x = torch.minimum(torch.maximum(x, zero), width - 1)
-    y0 = torch.minimum(y.floor(), height - 1)
-    x0 = torch.minimum(x.floor(), width - 1)
-    y1 = torch.minimum(y0 + 1, height - 1)
-    x1 = torch.minimum(x0 + 1, width - 1)
-    ly, lx = y - y0, x - x0
-    hy, hx = 1 - ly, 1 - lx
-    flat = fmap[0].reshape(channels, -1)  # (C, H*W)
-    w = width.long()
-
-    def corner(yy, xx):
-        index = (yy.long() * w + xx.long()).reshape(1, -1).expand(channels, -1)  # (C, R*S*sr*S*sr)
-        return flat.gather(1, index).reshape(channels, *yy.shape)  # (C, R, S*sr, S*sr)
-
-    value = (hy * hx * corner(y0, x0) + hy * lx * corner(y0, x1) + ly * hx * corner(y1, x0)
-             + ly * lx * corner(y1, x1))
-    value = value * inside  # (C, R, S*sr, S*sr)
-    value = value.reshape(channels, -1, size, sr, size, sr).mean(dim=(3, 5))  # (C, R, S, S)
-    return value.permute(1, 0, 2, 3)  # (R, C, S, S)
