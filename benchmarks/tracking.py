@@ -42,7 +42,8 @@ import torch
 
 import poseseg
 from poseseg.data.synth_video import generate_video
-from poseseg.track.association import assign, box_iou
+from poseseg.ops.boxes import box_iou
+from poseseg.track.association import assign
 from poseseg.track.pipeline import track_frames
 from poseseg.track.sources import open_source
 

@@ -1,26 +1,15 @@
 """The tracker: IDs survive crossings and missed detections; Kalman and association numerics."""
 import numpy as np
 import pytest
-import torch
-from torchvision.ops import box_iou as tv_box_iou
 
 from poseseg.config import ConfigError, TrackConfig, load_config
 from poseseg.track import Tracker
-from poseseg.track.association import assign, box_iou, keypoint_oks
+from poseseg.track.association import assign, keypoint_oks
 from poseseg.track.kalman import BoxKalman
 
 
 def _box(cx, cy, w=40.0, h=100.0):
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-
-
-def test_box_iou_matches_torchvision():
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(0, 100, (7, 2))
-    a = np.concatenate([xy, xy + rng.uniform(1, 50, (7, 2))], 1)
-    xy = rng.uniform(0, 100, (5, 2))
-    b = np.concatenate([xy, xy + rng.uniform(1, 50, (5, 2))], 1)
-    np.testing.assert_allclose(box_iou(a, b), tv_box_iou(torch.tensor(a), torch.tensor(b)).numpy(), atol=1e-12)
 
 
 def test_oks_is_one_for_the_same_pose_and_falls_with_distance():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from poseseg.ops.boxes import box_iou
+
 
 def keypoint_score_threshold(predictions: list[tuple[list[dict], dict]], sigmas: list[float], *,
                              min_box_score: float = 0.5, min_iou: float = 0.5) -> tuple[float, dict]:
@@ -27,7 +29,7 @@ def keypoint_score_threshold(predictions: list[tuple[list[dict], dict]], sigmas:
         if not people or not len(boxes):
             continue
         gt_boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in people)])
-        iou = _box_iou(boxes, gt_boxes)  # (N, G)
+        iou = box_iou(boxes, gt_boxes)  # (N, G)
         kps = np.asarray(result["keypoints"], dtype=np.float64)[keep]
         kp_scores = np.asarray(result["keypoint_scores"], dtype=np.float64)[keep]
         for i in range(len(boxes)):
@@ -51,10 +53,3 @@ def keypoint_score_threshold(predictions: list[tuple[list[dict], dict]], sigmas:
              "precision": float(hits[best] / drawn[best]), "recall": float(hits[best] / max(right.sum(), 1))}
     return float(scores[order][best]), stats
 
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)

@@ -11,19 +11,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from poseseg.keypoint_schema import COCO_SIGMAS
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) xyxy, (M, 4) xyxy -> (N, M) intersection over union."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+from poseseg.ops.boxes import box_iou
 
 
 def keypoint_oks(kps_a: np.ndarray, conf_a: np.ndarray, kps_b: np.ndarray, conf_b: np.ndarray,

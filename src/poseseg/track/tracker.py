@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from poseseg.config import TrackConfig
-from poseseg.track.association import assign, box_iou, similarity
+from poseseg.ops.boxes import box_iou
+from poseseg.track.association import assign, similarity
 from poseseg.track.kalman import BoxKalman
 
 KEYPOINT_MIN_SCORE = 0.05  # keypoints under this confidence are left out of OKS

@@ -18,6 +18,7 @@ from PIL import Image
 
 from poseseg.data.convert.people import ConvertError, ImageRecord, Person, to_coco
 from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointSchema
+from poseseg.ops.boxes import box_iou
 
 __all__ = ["read_yolo_pose", "write_yolo_pose"]
 
@@ -39,14 +40,6 @@ def _parse_floats(line: str, where: str) -> list[float]:
         return [float(v) for v in line.split()]
     except ValueError:
         raise ConvertError(f"{where}: not a list of numbers: {line.strip()[:80]!r}") from None
-
-
-def _box_iou(a: list[float], b: list[float]) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw, ih = max(0.0, min(ax1, bx1) - max(a[0], b[0])), max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def read_yolo_pose(data_yaml: str | os.PathLike, *, split: str = "train", class_id: int = 0,
@@ -118,8 +111,11 @@ def _attach_polygons(rec: ImageRecord, seg_file: Path, class_id: int) -> None:
         x0, y0 = pts.min(0)
         x1, y1 = pts.max(0)
         polys.append((pts.ravel().tolist(), [x0, y0, x1 - x0, y1 - y0]))
-    pairs = sorted(((_box_iou(p.bbox, box), i, j) for i, p in enumerate(rec.people)
-                    for j, (_, box) in enumerate(polys)), reverse=True)
+    person_boxes = [[x, y, x + w, y + h] for x, y, w, h in (p.bbox for p in rec.people)]  # xyxy
+    polygon_boxes = [[x, y, x + w, y + h] for x, y, w, h in (box for _, box in polys)]
+    overlap = box_iou(person_boxes, polygon_boxes)  # (people, polygons)
+    pairs = sorted(((float(overlap[i, j]), i, j) for i in range(len(person_boxes)) for j in range(len(polys))),
+                   reverse=True)
     taken_p, taken_s = set(), set()
     for iou, i, j in pairs:
         if iou >= 0.5 and i not in taken_p and j not in taken_s:
