@@ -39,6 +39,14 @@ def test_a_folder_is_read_in_natural_order_and_bad_images_are_skipped(tmp_path, 
     assert source.fps == 12 and len(source.skipped) == 1 and "f5.png" in capsys.readouterr().err
 
 
+def test_a_folder_takes_every_image_suffix_in_image_io(tmp_path):
+    # one list of image suffixes (data.image_io.IMAGE_EXTS), .gif included; other files are left out
+    for i, suffix in enumerate((".jpg", ".GIF", ".webp")):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"f{i}{suffix}")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    assert [f.name for f in open_source(tmp_path)] == ["f0.jpg", "f1.GIF", "f2.webp"]
+
+
 def test_sources_that_cannot_be_opened_say_why(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         open_source(tmp_path / "missing.mp4")

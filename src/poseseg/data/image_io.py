@@ -30,6 +30,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # PIL's own default refuses images above 2 * 89_478_485 pixels; ours is the same number but a parameter.
 DEFAULT_MAX_PIXELS = 178_956_970
+# the suffixes of the files taken as images when a folder is listed (lower case; PIL reads them all)
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 
 _PIL_LIMIT_LOCK = threading.Lock()
 

@@ -20,7 +20,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb
+
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 DEFAULT_FOLDER_FPS = 30.0
 MAX_CONSECUTIVE_ERRORS = 50  # a stream that fails this many times in a row is over
@@ -92,8 +93,6 @@ class FrameSource:
         self.on_skip(f"{self.name}: skipping unreadable {what}")
 
     def _folder_frames(self) -> Iterator[Frame]:
-        from poseseg.data.image_io import ImageReadError, load_image_rgb
-
         for index, path in enumerate(self._files):
             if index % self.stride:
                 continue
