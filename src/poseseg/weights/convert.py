@@ -33,7 +33,9 @@ TORCHVISION_INPUT = {"model.backbone.norm": "frozen_bn"}  # RGB in [0, 1], Image
 
 
 @dataclass
-class SourceFile:
+class SourceCheckpoint:
+    """A weights file given to convert-weights: where it came from, what it was recognised as, its tensors."""
+
     path: Path
     kind: str  # torchvision-keypoint, torchvision-mask, torchvision-classifier, detectron2-keypoint,
     #            detectron2-mask, caffe2-resnet
@@ -65,12 +67,12 @@ def torchvision_coco_checkpoint(*, keypoint_state: dict, mask_state: dict, prese
 
 def imagenet_checkpoint(state: dict, *, kind: str, preset: str | None = None, source: str = "") -> dict:
     """An ImageNet ResNet (torchvision classifier or MSRA caffe2 blobs) as our trunk; heads at their init."""
-    file = SourceFile(Path(source or kind), "torchvision-classifier" if kind == "torchvision" else "caffe2-resnet",
-                      state)
+    recognised = "torchvision-classifier" if kind == "torchvision" else "caffe2-resnet"
+    file = SourceCheckpoint(Path(source or kind), recognised, state)
     return checkpoint_from_sources([file], preset=preset)
 
 
-def read_source(path: str | Path) -> SourceFile:
+def read_source(path: str | Path) -> SourceCheckpoint:
     """Load one weights file (``.pkl`` through the safe unpickler, ``.pt/.pth`` with weights_only=True)
     and recognise what it is from its keys."""
     from poseseg.weights.safe_pickle import safe_load_pickle
@@ -98,7 +100,7 @@ def read_source(path: str | Path) -> SourceFile:
             raise ValueError(f"{path} is already a poseseg checkpoint: use it directly (--weights {path})")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict of named tensors, found {type(state).__name__}")
-    return SourceFile(path, _recognise(path, state), state)
+    return SourceCheckpoint(path, _recognise(path, state), state)
 
 
 def _recognise(path: Path, state: dict) -> str:
@@ -124,7 +126,7 @@ def _recognise(path: Path, state: dict) -> str:
                      "MSRA R-50/R-101 .pkl")
 
 
-def _conversion(file: SourceFile, cfg: Config, *, with_trunk: bool) -> Conversion:
+def _conversion(file: SourceCheckpoint, cfg: Config, *, with_trunk: bool) -> Conversion:
     tag = f"{file.path.name}: "
     if file.kind == "torchvision-classifier":
         return convert_torchvision_classifier(file.state, source=tag)
@@ -142,7 +144,7 @@ def _conversion(file: SourceFile, cfg: Config, *, with_trunk: bool) -> Conversio
     return convert_detectron2(file.state, fpn_stages=cfg.model.fpn.in_stages, with_trunk=with_trunk, source=tag)
 
 
-def checkpoint_from_sources(files: list[SourceFile], *, preset: str | None = None,
+def checkpoint_from_sources(files: list[SourceCheckpoint], *, preset: str | None = None,
                             overrides: list[str] | None = None) -> dict:
     """Convert and merge: the trunk from the keypoint model (else the first file), heads from each file."""
     from poseseg.modeling.model import build_model

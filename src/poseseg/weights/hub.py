@@ -23,8 +23,8 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's convention: <name>-
 
 
 @dataclass(frozen=True)
-class SourceFile:
-    """One file a named weight is made of: where torchvision publishes it and what it reports."""
+class HubFile:
+    """One downloadable file a named weight is made of: where torchvision publishes it and what it reports."""
 
     role: str  # e.g. "keypoint", "mask", "backbone"
     weights_enum: str  # e.g. "KeypointRCNN_ResNet50_FPN_Weights.COCO_V1"
@@ -59,7 +59,7 @@ class SourceFile:
 class NamedWeights:
     name: str
     description: str
-    sources: tuple[SourceFile, ...]
+    sources: tuple[HubFile, ...]
     build: Callable[[dict[str, dict]], dict]  # {role: state dict} -> poseseg checkpoint payload
 
 
@@ -79,13 +79,13 @@ NAMED: dict[str, NamedWeights] = {w.name: w for w in (
     NamedWeights("torchvision-coco",
                  "torchvision's COCO Keypoint R-CNN + Mask R-CNN (ResNet-50-FPN) merged into one paper_regular "
                  "model: trunk, RPN, box and keypoint heads from the keypoint model, mask head from the mask model",
-                 (SourceFile("keypoint", "KeypointRCNN_ResNet50_FPN_Weights.COCO_V1"),
-                  SourceFile("mask", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")),
+                 (HubFile("keypoint", "KeypointRCNN_ResNet50_FPN_Weights.COCO_V1"),
+                  HubFile("mask", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")),
                  _build_torchvision_coco),
     NamedWeights("torchvision-resnet50-imagenet",
                  "torchvision's ImageNet ResNet-50 as the trunk of paper_regular (heads start fresh): a start "
                  "for `poseseg train --init-weights`",
-                 (SourceFile("backbone", "ResNet50_Weights.IMAGENET1K_V1"),),
+                 (HubFile("backbone", "ResNet50_Weights.IMAGENET1K_V1"),),
                  _build_torchvision_resnet50),
 )}
 
@@ -111,7 +111,7 @@ def _offline() -> bool:
     return os.environ.get("POSESEG_OFFLINE", "") not in ("", "0", "false", "False")
 
 
-def _missing_files_error(weights: NamedWeights, missing: list[SourceFile], reason: str) -> FileNotFoundError:
+def _missing_files_error(weights: NamedWeights, missing: list[HubFile], reason: str) -> FileNotFoundError:
     where = "\n".join(f"  {s.cache_path()}   ({s.size_mb:.0f} MB, from {s.url})" for s in missing)
     return FileNotFoundError(
         f"named weights '{weights.name}' need {len(missing)} file(s) that are not in the torch.hub cache and "
@@ -119,7 +119,7 @@ def _missing_files_error(weights: NamedWeights, missing: list[SourceFile], reaso
         f"default ~/.cache/torch/hub/checkpoints):\n{where}")
 
 
-def fetch_source(weights: NamedWeights, source: SourceFile, *, progress: bool = True) -> Path:
+def fetch_source(weights: NamedWeights, source: HubFile, *, progress: bool = True) -> Path:
     """The hub cache path of ``source``, downloading it (hash-checked) when missing."""
     path = source.cache_path()
     if path.is_file():
