@@ -14,6 +14,7 @@ mask ``predictor`` have no background rows. COCO's person is Detectron2's contig
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,8 +24,43 @@ from poseseg.weights.report import Conversion
 FROZEN_BN_EPS = 1e-5  # torchvision's FrozenBatchNorm2d, which our frozen_bn uses
 PERSON = 0  # COCO person in Detectron2's contiguous class ids
 
-_D2_BLOCK = re.compile(r"^res([2-5])\.(\d+)\.(conv[123]|shortcut)(\.norm)?\.(weight|bias|running_mean|running_var)$")
-_D2_STEM = re.compile(r"^stem\.conv1(\.norm)?\.(weight|bias|running_mean|running_var)$")
+# Detectron2 name -> ours, first match wins: (pattern, replacement, part). A replacement is a ``Match.expand``
+# template, or a function of the match where an index shifts. part: "trunk" (ResNet, FPN, RPN, box head: taken
+# from the keypoint model when two models are merged), "head" (mask or keypoint head) or "config".
+Rule = tuple[re.Pattern, str | Callable[[re.Match], str], str]
+_PARAM = r"(weight|bias|running_mean|running_var)"
+# the ResNet under ``backbone.bottom_up.`` (and in an ImageNet file converted from caffe2): our backbone.*
+_D2_TRUNK_RULES: list[Rule] = [
+    (re.compile(rf"^stem\.conv1\.norm\.{_PARAM}$"), r"backbone.bn1.\1", "trunk"),
+    (re.compile(rf"^stem\.conv1\.{_PARAM}$"), r"backbone.conv1.\1", "trunk"),
+    (re.compile(rf"^res([2-5])\.(\d+)\.shortcut\.norm\.{_PARAM}$"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}", "trunk"),
+    (re.compile(rf"^res([2-5])\.(\d+)\.shortcut\.{_PARAM}$"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.{m[3]}", "trunk"),
+    (re.compile(rf"^res([2-5])\.(\d+)\.conv([123])\.norm\.{_PARAM}$"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}", "trunk"),
+    (re.compile(rf"^res([2-5])\.(\d+)\.conv([123])\.{_PARAM}$"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.{m[4]}", "trunk"),
+]
+# everything after the trunk and the FPN (whose names depend on model.fpn.in_stages: _fpn_name)
+_D2_RULES: list[Rule] = [
+    (re.compile(r"^proposal_generator\.rpn_head\.conv\.(weight|bias)$"), r"rpn.head.conv.0.0.\1", "trunk"),
+    (re.compile(r"^proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)$"), r"rpn.head.cls_logits.\1",
+     "trunk"),
+    (re.compile(r"^proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)$"), r"rpn.head.bbox_pred.\1", "trunk"),
+    (re.compile(r"^roi_heads\.box_head\.fc([12])\.(weight|bias)$"), lambda m: f"box_head.fc{5 + int(m[1])}.{m[2]}",
+     "trunk"),
+    (re.compile(r"^roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)$"), r"box_head.\1.\2", "trunk"),
+    (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$"),
+     lambda m: f"mask_head.tower.convs.{int(m[1]) - 1}.{m[2]}", "head"),
+    (re.compile(r"^roi_heads\.mask_head\.(deconv|predictor)\.(weight|bias)$"), r"mask_head.\1.\2", "head"),
+    (re.compile(r"^roi_heads\.keypoint_head\.conv_fcn(\d+)\.(weight|bias)$"),
+     lambda m: f"keypoint_head.tower.convs.{int(m[1]) - 1}.{m[2]}", "head"),
+    (re.compile(r"^roi_heads\.keypoint_head\.score_lowres\.(weight|bias)$"), r"keypoint_head.heatmap_deconv.\1",
+     "head"),
+    (re.compile(r"^(pixel_mean|pixel_std)$"), r"model.input.\1", "config"),
+]
+_D2_FPN = re.compile(r"^backbone\.fpn_(lateral|output)(\d)\.(weight|bias)$")
 _C2_BLOCK = re.compile(r"^res([2-5])_(\d+)_branch(1|2a|2b|2c)_(w|bn_s|bn_b|bn_rm|bn_riv)$")
 _C2_STEM = re.compile(r"^(conv1_w|res_conv1_bn_(s|b|rm|riv))$")
 _C2_SUFFIX = {"w": "weight", "bn_s": "norm.weight", "bn_b": "norm.bias", "bn_rm": "norm.running_mean",
@@ -43,19 +79,19 @@ def to_tensor(value, key: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(value)).float()
 
 
+def _rename(name: str, rules: list[Rule]) -> tuple[str, str] | None:
+    """(our key, part) of the first rule that matches ``name``; None when none does."""
+    for pattern, replacement, part in rules:
+        m = pattern.match(name)
+        if m:
+            return (m.expand(replacement) if isinstance(replacement, str) else replacement(m)), part
+    return None
+
+
 def d2_trunk_to_ours(name: str) -> str | None:
     """Detectron2 ResNet names (``stem.conv1.norm.weight``, ``res3.0.shortcut.weight``) -> ours (``backbone.*``)."""
-    m = _D2_STEM.match(name)
-    if m:
-        return f"backbone.{'bn1' if m.group(1) else 'conv1'}.{m.group(2)}"
-    m = _D2_BLOCK.match(name)
-    if not m:
-        return None
-    stage, block, layer, norm, param = m.groups()
-    prefix = f"backbone.layer{int(stage) - 1}.{block}."
-    if layer == "shortcut":
-        return prefix + ("downsample.1." if norm else "downsample.0.") + param
-    return prefix + (f"bn{layer[-1]}." if norm else f"{layer}.") + param
+    found = _rename(name, _D2_TRUNK_RULES)
+    return found[0] if found else None
 
 
 def c2_to_d2_trunk(name: str) -> str | None:
@@ -106,7 +142,7 @@ def _is_norm(key: str) -> bool:
     return bool(re.search(r"\.(bn\d|downsample\.1)\.weight$", key))
 
 
-def _person_rows(value: torch.Tensor, name: str, *, width: int, background: str) -> torch.Tensor:
+def _person_rows(value: torch.Tensor, *, width: int, background: str) -> torch.Tensor:
     """Detectron2 predictor rows -> ours [background, person]; ``background`` is "last" (cls_score) or
     "none" (bbox_pred, mask predictor: zeros, never read at inference, a fresh start when fine-tuning)."""
     person = value[PERSON * width:(PERSON + 1) * width]
@@ -136,11 +172,11 @@ def convert_detectron2(model_state: dict, *, fpn_stages: list[int], with_trunk: 
             continue
         tensor = to_tensor(value, src)
         if ours == "box_head.cls_score.weight" or ours == "box_head.cls_score.bias":
-            tensor = _person_rows(tensor, src, width=1, background="last")
+            tensor = _person_rows(tensor, width=1, background="last")
         elif ours.startswith("box_head.bbox_pred."):
-            tensor = _person_rows(tensor, src, width=4, background="none")
+            tensor = _person_rows(tensor, width=4, background="none")
         elif ours.startswith("mask_head.predictor."):
-            tensor = _person_rows(tensor, src, width=1, background="none")
+            tensor = _person_rows(tensor, width=1, background="none")
         conv.add(src, ours, tensor)
     return conv
 
@@ -150,35 +186,16 @@ def _d2_name(name: str, fpn_stages: list[int]) -> tuple[str | None, str]:
     if name.startswith("backbone.bottom_up."):
         ours = d2_trunk_to_ours(name[len("backbone.bottom_up."):])
         return (ours, "trunk") if ours else (None, "no counterpart in our ResNet")
-    m = re.match(r"^backbone\.fpn_(lateral|output)(\d)\.(weight|bias)$", name)
+    m = _D2_FPN.match(name)
     if m:
-        kind, stage, param = m.group(1), int(m.group(2)), m.group(3)
-        if stage not in fpn_stages:
-            return None, f"FPN level {stage} is not in model.fpn.in_stages={fpn_stages}"
-        blocks = "inner_blocks" if kind == "lateral" else "layer_blocks"
-        return f"fpn.{blocks}.{fpn_stages.index(stage)}.0.{param}", "trunk"
-    rpn = {"conv": "conv.0.0", "objectness_logits": "cls_logits", "anchor_deltas": "bbox_pred"}
-    m = re.match(r"^proposal_generator\.rpn_head\.(conv|objectness_logits|anchor_deltas)\.(weight|bias)$", name)
-    if m:
-        return f"rpn.head.{rpn[m.group(1)]}.{m.group(2)}", "trunk"
-    m = re.match(r"^roi_heads\.box_head\.fc([12])\.(weight|bias)$", name)
-    if m:
-        return f"box_head.fc{5 + int(m.group(1))}.{m.group(2)}", "trunk"
-    m = re.match(r"^roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)$", name)
-    if m:
-        return f"box_head.{m.group(1)}.{m.group(2)}", "trunk"
-    m = re.match(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$", name)
-    if m:
-        return f"mask_head.tower.convs.{int(m.group(1)) - 1}.{m.group(2)}", "head"
-    m = re.match(r"^roi_heads\.mask_head\.(deconv|predictor)\.(weight|bias)$", name)
-    if m:
-        return f"mask_head.{m.group(1)}.{m.group(2)}", "head"
-    m = re.match(r"^roi_heads\.keypoint_head\.conv_fcn(\d+)\.(weight|bias)$", name)
-    if m:
-        return f"keypoint_head.tower.convs.{int(m.group(1)) - 1}.{m.group(2)}", "head"
-    m = re.match(r"^roi_heads\.keypoint_head\.score_lowres\.(weight|bias)$", name)
-    if m:
-        return f"keypoint_head.heatmap_deconv.{m.group(1)}", "head"
-    if name in ("pixel_mean", "pixel_std"):
-        return f"model.input.{name}", "config"
-    return None, "no counterpart in poseseg"
+        return _fpn_name(m, fpn_stages)
+    return _rename(name, _D2_RULES) or (None, "no counterpart in poseseg")
+
+
+def _fpn_name(m: re.Match, fpn_stages: list[int]) -> tuple[str | None, str]:
+    """``backbone.fpn_{lateral,output}{stage}.*`` -> our FPN block of that stage, if the model has it."""
+    kind, stage, param = m[1], int(m[2]), m[3]
+    if stage not in fpn_stages:
+        return None, f"FPN level {stage} is not in model.fpn.in_stages={fpn_stages}"
+    blocks = "inner_blocks" if kind == "lateral" else "layer_blocks"
+    return f"fpn.{blocks}.{fpn_stages.index(stage)}.0.{param}", "trunk"
