@@ -1,4 +1,5 @@
-"""Our model with torchvision's weights reproduces torchvision's Keypoint / Mask R-CNN outputs."""
+"""torchvision's Keypoint / Mask R-CNN weights in our model: the same outputs, classes cut to person,
+strict loading that knows which of our parameters torchvision lacks."""
 import pytest
 import torch
 import torchvision
@@ -7,6 +8,7 @@ import poseseg
 from poseseg.modeling import backbone as backbone_mod
 from poseseg.modeling import model as model_mod
 from poseseg.weights import from_torchvision, load_torchvision
+from poseseg.weights.torchvision import OURS_ONLY
 
 SIZE = 256
 
@@ -83,3 +85,23 @@ def test_mismatched_config_is_a_clear_error():
     ours = poseseg.build_model(poseseg.load_config("tiny"))
     with pytest.raises(ValueError, match="matching config"):
         load_torchvision(ours, keypoint_state=theirs.state_dict())
+
+
+def _fully_deformable(preset):
+    """The preset with every offset option on: deformable res3-res5, RoI pooling and keypoint convs."""
+    heads = poseseg.load_config(preset).model.heads
+    extra = ["model.keypoint.deform=true"] if "keypoint" in heads else []
+    return poseseg.load_config(preset, overrides=[f"model.roi.deform_pool=[{','.join(heads)}]",
+                                                  "model.backbone.deform_stages=[3,4,5]", *extra])
+
+
+def test_every_ours_only_name_is_a_real_name_and_strict_loading_covers_a_fully_deformable_model():
+    keys = {k for preset in poseseg.list_presets() for k in poseseg.build_model(_fully_deformable(preset)).state_dict()}
+    for part in OURS_ONLY:
+        assert any(part in k for k in keys), f"{part} names no parameter or buffer of any preset"
+    # strict loading fails on any parameter of ours that torchvision lacks and OURS_ONLY does not name
+    ours = poseseg.build_model(_fully_deformable("paper_regular"))
+    kp = torchvision.models.detection.keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+    mk = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+    report = load_torchvision(ours, keypoint_state=kp.state_dict(), mask_state=mk.state_dict())
+    assert any(k.endswith("pooler.offset_fc.weight") for k in report.left_at_init)

@@ -114,8 +114,11 @@ def convert_torchvision_classifier(state: dict, *, source: str = "") -> Conversi
 
 LoadReport = ConversionReport  # the name load_torchvision returned before the weights package
 
-# Our parameters torchvision never has: they keep their (zero / fresh) initialisation.
-_OURS_ONLY = re.compile(r"(offset_conv|offset_deconv|num_batches_tracked|deform_offset)")
+# Parts of our parameter and buffer names that torchvision never has; they keep their (zero / fresh)
+# initialisation: deformable convs' offset_conv, the keypoint head's offset_deconv, deformable RoI
+# pooling's offset_fc, and trainable BatchNorm's step counter.
+OURS_ONLY = ("offset_conv", "offset_deconv", "offset_fc", "num_batches_tracked")
+_OURS_ONLY = re.compile("|".join(OURS_ONLY))
 
 
 def load_torchvision(model: nn.Module, *, keypoint_state: dict | None = None, mask_state: dict | None = None,
