@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
 from poseseg.data.check import format_report, summarize_dataset
-from poseseg.data.coco import CocoPeopleDataset, DatasetError, check_schema, collate_skip_none
+from poseseg.data.coco import CocoPeopleDataset, DatasetError, check_schema
 from poseseg.data.image_io import ImageReadError
 from poseseg.keypoint_schema import COCO_SIGMAS, coco_person_category
 from poseseg.data.transforms import RandomHorizontalFlip, collate
@@ -242,7 +242,7 @@ def test_truncated_and_missing_images_are_skipped_and_counted(tmp_path):
     path = _write_dataset(tmp_path)
     ds = CocoPeopleDataset(path, tmp_path)
     assert len(ds) == 6
-    loader = DataLoader(ds, batch_size=3, shuffle=False, num_workers=0, collate_fn=collate_skip_none)
+    loader = DataLoader(ds, batch_size=3, shuffle=False, num_workers=0, collate_fn=collate)
     sizes = []
     for images, targets in loader:
         assert len(images) == len(targets)
@@ -253,7 +253,6 @@ def test_truncated_and_missing_images_are_skipped_and_counted(tmp_path):
     for _ in loader:  # a second epoch does not count them twice
         pass
     assert ds.num_bad_images == 2
-    assert collate_skip_none is collate
 
 
 def test_bad_images_are_counted_across_dataloader_workers(tmp_path):

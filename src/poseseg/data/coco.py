@@ -12,7 +12,7 @@ Bad images. A missing, unreadable, truncated or wrongly sized image is recorded 
 ``dataset.bad_images`` (all modes) and never raises from ``__getitem__`` unless
 ``on_bad_image="raise"`` (then an ``ImageReadError`` naming the file). Otherwise it is
 logged once and, with ``on_bad_image="skip"`` (default), ``__getitem__`` returns ``None``,
-which :func:`poseseg.data.transforms.collate` (alias :func:`collate_skip_none`) drops from
+which :func:`poseseg.data.transforms.collate` drops from
 the batch; a batch can therefore be shorter than asked, or empty. With
 ``on_bad_image="resample"`` the next indices (idx + 1, idx + 2, ... modulo the length) are
 tried instead, deterministically, so batches keep their size.
@@ -40,15 +40,12 @@ from torch.utils.data import Dataset
 from poseseg.data.coco_json import DatasetError, check_schema, parse_coco_people, resolve_schema
 from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb
 from poseseg.keypoint_schema import KeypointSchema
-from poseseg.data.transforms import collate
 from poseseg.types import Target
 
-__all__ = ["CocoPeopleDataset", "check_schema", "resolve_schema", "collate_skip_none", "DatasetError",
+__all__ = ["CocoPeopleDataset", "check_schema", "resolve_schema", "DatasetError",
            "require_image_folder"]
 
 log = logging.getLogger("poseseg.data")
-
-collate_skip_none = collate  # drops the ``None`` samples of unreadable images
 
 _REASONS = {1: "missing file", 2: "unreadable or corrupt image", 3: "image size differs from the JSON"}
 

@@ -6,9 +6,9 @@ from poseseg.weights.hub import NAMED, describe_named, is_named, resolve_named, 
 from poseseg.weights.report import Conversion, ConversionReport, apply_conversion
 from poseseg.weights.safe_pickle import UnsafePickleError, safe_load_pickle
 from poseseg.weights.schema_transfer import match_schemas, transfer_keypoint_channels
-from poseseg.weights.torchvision import LoadReport, convert_torchvision, from_torchvision, load_torchvision
+from poseseg.weights.torchvision import convert_torchvision, from_torchvision, load_torchvision
 
-__all__ = ["NAMED", "Conversion", "ConversionReport", "LoadReport", "UnsafePickleError", "apply_conversion",
+__all__ = ["NAMED", "Conversion", "ConversionReport", "UnsafePickleError", "apply_conversion",
            "config_from_weights", "convert_files", "convert_torchvision", "describe_named", "from_torchvision",
            "init_from_weights", "is_named", "load_torchvision", "match_schemas", "resolve_named", "resolve_weights",
            "safe_load_pickle", "transfer_keypoint_channels"]

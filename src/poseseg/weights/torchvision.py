@@ -112,8 +112,6 @@ def convert_torchvision_classifier(state: dict, *, source: str = "") -> Conversi
     return conv
 
 
-LoadReport = ConversionReport  # the name load_torchvision returned before the weights package
-
 # Parts of our parameter and buffer names that torchvision never has; they keep their (zero / fresh)
 # initialisation: deformable convs' offset_conv, the keypoint head's offset_deconv, deformable RoI
 # pooling's offset_fc, and trainable BatchNorm's step counter.
