@@ -17,7 +17,7 @@ from poseseg.data.check import format_report, summarize_dataset
 from poseseg.data.coco import CocoPeopleDataset, DatasetError, check_schema
 from poseseg.data.image_io import ImageReadError
 from poseseg.keypoint_schema import COCO_SIGMAS, coco_person_category
-from poseseg.data.transforms import RandomHorizontalFlip, collate
+from poseseg.data.transforms import RandomHorizontalFlip
 
 # pycocotools' annToMask (the reference) trips numpy 2's `__array__(copy=)` deprecation notice
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -238,11 +238,17 @@ def test_visibility_zero_keypoints_are_zeroed(tmp_path):
     assert t["keypoints"][0, 0].tolist() == [10.0, 8.0, 2.0]
 
 
+def _skip_none(batch):
+    """A DataLoader collate_fn for on_bad_image="skip": (images, targets) without the unreadable ones."""
+    kept = [sample for sample in batch if sample is not None]
+    return [image for image, _ in kept], [target for _, target in kept]
+
+
 def test_truncated_and_missing_images_are_skipped_and_counted(tmp_path):
     path = _write_dataset(tmp_path)
     ds = CocoPeopleDataset(path, tmp_path)
     assert len(ds) == 6
-    loader = DataLoader(ds, batch_size=3, shuffle=False, num_workers=0, collate_fn=collate)
+    loader = DataLoader(ds, batch_size=3, shuffle=False, num_workers=0, collate_fn=_skip_none)
     sizes = []
     for images, targets in loader:
         assert len(images) == len(targets)
@@ -258,7 +264,7 @@ def test_truncated_and_missing_images_are_skipped_and_counted(tmp_path):
 def test_bad_images_are_counted_across_dataloader_workers(tmp_path):
     path = _write_dataset(tmp_path)
     ds = CocoPeopleDataset(path, tmp_path)
-    loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=2, collate_fn=collate)
+    loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=2, collate_fn=_skip_none)
     n = sum(len(images) for images, _ in loader)
     assert n == 4
     assert sorted(ds.bad_images) == ["cut.jpg", "gone.jpg"]  # seen by workers, read in the main process

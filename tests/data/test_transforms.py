@@ -1,12 +1,11 @@
-"""Training transforms: geometry of boxes/masks/keypoints, flips with left/right swap, seeding, batching."""
+"""Training transforms: geometry of boxes/masks/keypoints, flips with left/right swap, seeding."""
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
 
 from poseseg.keypoint_schema import coco_person_schema
-from poseseg.data.transforms import (AspectRatioGroupedBatchSampler, ColorJitter, Compose, RandomHorizontalFlip,
-                                     ResizeShortestSide, build_transforms, collate, hflip, resized_shape)
+from poseseg.data.transforms import (ColorJitter, Compose, RandomHorizontalFlip, ResizeShortestSide,
+                                     build_transforms, hflip, resized_shape)
 
 
 def _sample(h=40, w=60, k=17):
@@ -134,24 +133,3 @@ def test_empty_targets_survive_all_transforms():
                          flip_permutation=coco_person_schema().flip_permutation())
     out_img, out = t(image, target)
     assert out_img.shape == (3, 20, 33) and out["masks"].shape == (0, 20, 33) and out["boxes"].shape == (0, 4)
-
-
-def test_collate_drops_none():
-    a, b = _sample(), _sample()
-    images, targets = collate([a, None, b, None])
-    assert len(images) == 2 and len(targets) == 2 and images[0] is a[0]
-    assert collate([None]) == ([], [])
-
-
-def test_aspect_ratio_grouped_batches():
-    groups = np.array([0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 1])
-    torch.manual_seed(0)
-    sampler = AspectRatioGroupedBatchSampler(RandomSampler(range(len(groups))), groups, batch_size=3)
-    batches = list(sampler)
-    assert sorted(i for b in batches for i in b) == list(range(len(groups)))
-    for b in batches:
-        assert len({int(groups[i]) for i in b}) == 1 and 1 <= len(b) <= 3
-    assert len(sampler) == len(batches) == 4  # 6 landscape -> 2 batches, 5 portrait -> 2 batches
-    dropped = AspectRatioGroupedBatchSampler(SequentialSampler(range(len(groups))), groups, 3, drop_last=True)
-    full = list(dropped)
-    assert all(len(b) == 3 for b in full) and len(dropped) == len(full) == 3

@@ -12,8 +12,8 @@ Bad images. A missing, unreadable, truncated or wrongly sized image is recorded 
 ``dataset.bad_images`` (all modes) and never raises from ``__getitem__`` unless
 ``on_bad_image="raise"`` (then an ``ImageReadError`` naming the file). Otherwise it is
 logged once and, with ``on_bad_image="skip"`` (default), ``__getitem__`` returns ``None``,
-which :func:`poseseg.data.transforms.collate` drops from
-the batch; a batch can therefore be shorter than asked, or empty. With
+for the DataLoader's ``collate_fn`` to drop from the batch; a batch can therefore be shorter
+than asked, or empty. With
 ``on_bad_image="resample"`` the next indices (idx + 1, idx + 2, ... modulo the length) are
 tried instead, deterministically, so batches keep their size.
 

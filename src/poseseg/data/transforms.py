@@ -1,4 +1,4 @@
-"""Training transforms on ``(image (3, H, W) float in [0, 1], Target)``, batching helpers.
+"""Training transforms on ``(image (3, H, W) float in [0, 1], Target)``.
 
 Coordinates. Boxes and keypoints are continuous pixel coordinates: pixel column i covers
 [i, i + 1), an image of width W spans [0, W] (COCO's convention, and the keypoint codec's).
@@ -11,19 +11,16 @@ with ``base_seed + worker_id``, draw different but reproducible augmentations.
 """
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
 from poseseg.types import Target
 
 __all__ = ["Compose", "ResizeShortestSide", "RandomHorizontalFlip", "ColorJitter", "build_transforms", "hflip",
-           "AspectRatioGroupedBatchSampler", "collate", "resized_shape"]
+           "resized_shape"]
 
 Transform = Callable[[torch.Tensor, Target], "tuple[torch.Tensor, Target]"]
 
@@ -188,65 +185,3 @@ def build_transforms(*, sizes: Sequence[int], max_size: int | None, flip_prob: f
     if flip_prob > 0:
         ts.append(RandomHorizontalFlip(flip_prob, flip_permutation))
     return Compose(ts)
-
-
-# ----------------------------------------------------------------------------- batching
-
-
-def collate(batch: Iterable[tuple[torch.Tensor, Target] | None]) -> tuple[list[torch.Tensor], list[Target]]:
-    """(list of images, list of targets), dropping ``None`` samples (unreadable images).
-
-    The batch may come out shorter than asked, or empty: a training loop must skip an empty one.
-    """
-    images, targets = [], []
-    for sample in batch:
-        if sample is None:
-            continue
-        image, target = sample
-        images.append(image)
-        targets.append(target)
-    return images, targets
-
-
-class AspectRatioGroupedBatchSampler(Sampler[list[int]]):
-    """Batches whose images share an orientation group (``group_ids[i]``: 0 landscape, 1 portrait).
-
-    Indices come from ``sampler`` in its order and are buffered per group; a batch is yielded
-    when its group's buffer holds ``batch_size`` indices. At the end, unfinished buffers are
-    yielded (one per group) unless ``drop_last``. ``len()`` is exact for a sequential or a
-    plain random permutation sampler, otherwise an estimate from ``len(sampler)``.
-    """
-
-    def __init__(self, sampler: Sampler[int] | Iterable[int], group_ids: Sequence[int] | np.ndarray,
-                 batch_size: int, drop_last: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.sampler = sampler
-        self.group_ids = np.asarray(group_ids, dtype=np.int64)
-        self.batch_size = int(batch_size)
-        self.drop_last = bool(drop_last)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = defaultdict(list)
-        for idx in self.sampler:
-            g = int(self.group_ids[int(idx)])
-            buffers[g].append(int(idx))
-            if len(buffers[g]) == self.batch_size:
-                yield buffers[g]
-                buffers[g] = []
-        if not self.drop_last:
-            for g in sorted(buffers):
-                if buffers[g]:
-                    yield buffers[g]
-
-    def __len__(self) -> int:
-        s = self.sampler
-        full = isinstance(s, SequentialSampler) or (
-            isinstance(s, RandomSampler) and not s.replacement and s.num_samples == len(s.data_source))
-        if full and len(self.group_ids) == len(s):
-            counts = np.bincount(self.group_ids) if len(self.group_ids) else np.zeros(0, np.int64)
-            if self.drop_last:
-                return int(sum(c // self.batch_size for c in counts))
-            return int(sum(math.ceil(c / self.batch_size) for c in counts))
-        n = len(s)  # type: ignore[arg-type]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
