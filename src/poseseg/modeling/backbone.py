@@ -66,8 +66,7 @@ def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool,
-                 stride_in_1x1: bool = False):
+    def __init__(self, *, in_ch: int, width: int, stride: int, norm: str, deformable: bool, modulated: bool):
         super().__init__()
         out_ch = width * self.expansion
         self.conv1 = make_conv3x3(in_ch, width, stride=stride, deformable=deformable, modulated=modulated)
@@ -87,7 +86,7 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, deformable: bool, modulated: bool,
+    def __init__(self, *, in_ch: int, width: int, stride: int, norm: str, deformable: bool, modulated: bool,
                  stride_in_1x1: bool = False):
         super().__init__()
         out_ch = width * self.expansion
@@ -134,6 +133,7 @@ class ResNet(nn.Module):
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ResNet depth {depth} is not supported; choose {sorted(STAGE_BLOCKS)}")
         block = BasicBlock if depth < 50 else Bottleneck
+        options = {"stride_in_1x1": stride_in_1x1} if block is Bottleneck else {}  # 3x3-only blocks: no choice
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = make_norm(norm, width)
         self.relu = nn.ReLU(inplace=True)
@@ -145,9 +145,9 @@ class ResNet(nn.Module):
             planes = width * 2**i
             blocks = []
             for b in range(num_blocks):
-                blocks.append(block(in_ch, planes, stride=(2 if (b == 0 and stage > 2) else 1), norm=norm,
-                                    deformable=stage in deform_stages, modulated=deform_modulated,
-                                    stride_in_1x1=stride_in_1x1))
+                blocks.append(block(in_ch=in_ch, width=planes, stride=(2 if (b == 0 and stage > 2) else 1),
+                                    norm=norm, deformable=stage in deform_stages, modulated=deform_modulated,
+                                    **options))
                 in_ch = planes * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.out_channels[f"res{stage}"] = in_ch
