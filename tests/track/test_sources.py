@@ -4,8 +4,9 @@ import pytest
 from PIL import Image
 from video_helpers import write_mjpeg_clip
 
+from poseseg.data.video_io import VideoWriter
 from poseseg.track import mot_lines, open_source, write_mot
-from poseseg.track.sources import SourceError, VideoWriter
+from poseseg.track.sources import SourceError
 
 
 def _frames(n: int, size=(48, 64)) -> list[np.ndarray]:

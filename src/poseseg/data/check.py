@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from poseseg.data.coco_json import DatasetError, _load_json, check_schema, parse_coco_people
+from poseseg.data.coco_json import DatasetError, check_schema, load_coco_json, parse_coco_people
 from poseseg.data.eval_sanity import check_ground_truth
 from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb
 from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
@@ -111,7 +111,7 @@ def summarize_dataset(json_path: str | os.PathLike, image_dir: str | os.PathLike
     if c.get("people", 0) == 0:
         report["warnings"].append("no usable (non-crowd) person annotations: nothing to train on")
     # what `poseseg eval` would warn about, in the same words
-    report["eval_warnings"] = check_ground_truth(_load_json(json_path), category_id=parsed.category["id"],
+    report["eval_warnings"] = check_ground_truth(load_coco_json(json_path), category_id=parsed.category["id"],
                                                  sigmas=schema.sigmas if schema is not None else None,
                                                  keypoints=schema is not None)
     report["warnings"].extend(f"evaluation: {w['message']}" for w in report["eval_warnings"])

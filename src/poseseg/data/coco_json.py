@@ -143,7 +143,8 @@ class _Parsed:
     bad_box_examples: list[dict]
 
 
-def _load_json(json_path: Path) -> dict:
+def load_coco_json(json_path: Path) -> dict:
+    """The COCO dict of a dataset JSON, or a DatasetError that says what is wrong with the file."""
     try:
         with open(json_path, "rb") as f:
             data = json.load(f)
@@ -162,7 +163,7 @@ def parse_coco_people(json_path: Path, *, category: str | int, schema: KeypointS
            keep_empty: bool, min_box_size: float, strict: bool, max_examples: int = 10) -> _Parsed:
     """Read a COCO JSON into a :class:`_Store`. ``strict``: raise on the first hard error."""
     src = str(json_path)
-    data = _load_json(json_path)
+    data = load_coco_json(json_path)
     errors: list[str] = []
     warns: list[str] = []
 

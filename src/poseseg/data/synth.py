@@ -104,8 +104,9 @@ def make_background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------- compositing
-def _clip(layer: Layer, w: int, h: int):
-    """(image slice y, image slice x, local mask within the image) or None if outside."""
+def clip_layer(layer: Layer, w: int, h: int):
+    """The part of ``layer`` inside a w x h image: (image slice y, image slice x, (its slices in the layer)),
+    or None if the layer lies outside."""
     lh, lw = layer.mask.shape
     xa, ya = max(layer.x0, 0), max(layer.y0, 0)
     xb, yb = min(layer.x0 + lw, w), min(layer.y0 + lh, h)
@@ -115,10 +116,11 @@ def _clip(layer: Layer, w: int, h: int):
             (slice(ya - layer.y0, yb - layer.y0), slice(xa - layer.x0, xb - layer.x0)))
 
 
-def _owner_map(layers: list[Layer], w: int, h: int) -> np.ndarray:
+def owner_map(layers: list[Layer], w: int, h: int) -> np.ndarray:
+    """(h, w) int16: at each pixel the index of the front-most layer covering it (later is in front), -1 none."""
     owner = np.full((h, w), -1, dtype=np.int16)
     for i, layer in enumerate(layers):
-        c = _clip(layer, w, h)
+        c = clip_layer(layer, w, h)
         if c is not None:
             sy, sx, loc = c
             owner[sy, sx][layer.mask[loc]] = i
@@ -164,14 +166,15 @@ def render_image(rng: np.random.Generator | int, size=(320, 320), *, max_people:
     return img, people
 
 
-def _paste(img: Image.Image, layer: Layer) -> None:
+def paste_layer(img: Image.Image, layer: Layer) -> None:
+    """Draw ``layer`` over ``img`` where its mask is set."""
     img.paste(Image.fromarray(layer.rgb), (layer.x0, layer.y0), Image.fromarray(layer.mask))
 
 
 def _render_once(rng, w, h, short, max_people, max_distractors, p_occluder, people_scale=1.0, pose_spread=1.0):
     img = make_background(rng, w, h)
     for _ in range(int(rng.integers(0, max_distractors + 1))):
-        _paste(img, render_distractor(rng, short * float(np.exp(rng.uniform(np.log(0.1), np.log(0.6)))),
+        paste_layer(img, render_distractor(rng, short * float(np.exp(rng.uniform(np.log(0.1), np.log(0.6)))),
                                       (rng.uniform(0, w), rng.uniform(0, h))))
 
     n = 1 + pick(rng, _count_probs(max_people))
@@ -190,7 +193,7 @@ def _render_once(rng, w, h, short, max_people, max_distractors, p_occluder, peop
 
     # drop people too hidden or too far outside to be worth annotating (never draw them)
     while True:
-        owner = _owner_map(layers, w, h)
+        owner = owner_map(layers, w, h)
         visible = np.bincount(owner.ravel() + 1, minlength=len(layers) + 1)[1:]
         worst, worst_frac = -1, 1.0
         for i, layer in enumerate(layers):
@@ -204,7 +207,7 @@ def _render_once(rng, w, h, short, max_people, max_distractors, p_occluder, peop
         layers.pop(worst)
 
     for layer in layers:
-        _paste(img, layer)
+        paste_layer(img, layer)
     k = int(rng.integers(0, 9))  # sensor-like luminance noise, uniform in [-k, k]
     if k > 1:
         n1 = Image.fromarray(rng.integers(0, 2 * k + 1, (h, w), dtype=np.uint8))
@@ -215,7 +218,7 @@ def _render_once(rng, w, h, short, max_people, max_distractors, p_occluder, peop
     for i, layer in enumerate(layers):
         if layer.kind != "person":
             continue
-        sy, sx, loc = _clip(layer, w, h)
+        sy, sx, loc = clip_layer(layer, w, h)
         vis_local = owner[sy, sx] == i
         vis = np.zeros((h, w), dtype=bool)
         vis[sy, sx] = vis_local

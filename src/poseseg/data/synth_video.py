@@ -26,9 +26,10 @@ import numpy as np
 from PIL import Image
 
 from poseseg.keypoint_schema import coco_person_category
-from poseseg.data.synth import (MIN_VISIBLE_AREA, MIN_VISIBLE_FRACTION, _clip, _owner_map, _paste, make_background,
-                                person_to_coco)
+from poseseg.data.synth import (MIN_VISIBLE_AREA, MIN_VISIBLE_FRACTION, clip_layer, make_background, owner_map,
+                                paste_layer, person_to_coco)
 from poseseg.data.synth_figure import FACE_KEYPOINTS, render_distractor, render_person
+from poseseg.data.video_io import VideoWriter
 
 
 @dataclass
@@ -96,17 +97,17 @@ def render_frame(background: np.ndarray, walkers: list[Walker], t: int, *, occlu
         ids.append(0)
     img = Image.fromarray(background)
     for layer in layers:
-        _paste(img, layer)
+        paste_layer(img, layer)
     image = np.array(img)
     if noise_rng is not None:  # sensor noise, different every frame
         image = np.clip(image.astype(np.int16) + noise_rng.integers(-3, 4, image.shape[:2])[..., None], 0, 255)
         image = image.astype(np.uint8)
-    owner = _owner_map(layers, w, h)
+    owner = owner_map(layers, w, h)
     people = []
     for i, (layer, track_id) in enumerate(zip(layers, ids)):
         if layer.kind != "person":
             continue
-        clip = _clip(layer, w, h)
+        clip = clip_layer(layer, w, h)
         if clip is None:
             continue
         sy, sx, loc = clip
@@ -135,8 +136,6 @@ def generate_video(out_dir: str | os.PathLike, *, frames: int = 90, people: int 
 
     Returns {"video", "json", "frames_dir" (or None), "frames", "tracks", "annotations", "fps"}.
     """
-    from poseseg.track.sources import VideoWriter
-
     if frames < 1 or people < 1:
         raise ValueError(f"frames={frames}, people={people}: both must be at least 1")
     out = Path(out_dir)

@@ -1,4 +1,4 @@
-"""Frames in order from a video file, a stream, a capture device or a folder of images; overlay videos out.
+"""Frames in order from a video file, a stream, a capture device or a folder of images.
 
     with open_source("clip.mkv", max_frames=100, stride=2) as source:
         for frame in source:           # Frame(index, image (H, W, 3) uint8 RGB, time in seconds, name)
@@ -14,13 +14,16 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb
+from poseseg.data.video_io import VideoWriter
+
+# VideoWriter lives in data.video_io (data.synth_video writes with it); it is here too for the video predictors
+__all__ = ["Frame", "FrameSource", "SourceError", "VideoWriter", "is_stream", "open_source"]
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 DEFAULT_FOLDER_FPS = 30.0
@@ -178,49 +181,3 @@ def open_source(spec: str | Path, *, max_frames: int | None = None, stride: int 
     rate = video.average_rate or video.guessed_rate or video.base_rate
     return FrameSource(name=path.stem if not stream else text, kind="stream" if stream else "video",
                        fps=float(fps or rate or DEFAULT_FOLDER_FPS), _container=container, **common)
-
-
-class VideoWriter:
-    """RGB frames -> an H.264 (or MPEG-4 Part 2 when x264 is missing) video at a given frame rate, via PyAV."""
-
-    def __init__(self, path: str | Path, fps: float) -> None:
-        import av
-
-        self.path = Path(path)
-        self.fps = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(DEFAULT_FOLDER_FPS)
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self._container = av.open(str(self.path), "w")
-        self._stream = self._container.add_stream(codec, rate=self.fps)
-        self._stream.pix_fmt = "yuv420p"
-        self._size: tuple[int, int] | None = None
-        self.frames = 0
-
-    def write(self, rgb: np.ndarray) -> None:
-        import av
-
-        h, w = rgb.shape[:2]
-        if self._size is None:
-            self._size = (w + w % 2, h + h % 2)  # yuv420p needs even sides
-            self._stream.width, self._stream.height = self._size
-        pad_w, pad_h = self._size[0] - w, self._size[1] - h
-        if pad_w or pad_h:
-            rgb = np.pad(rgb, ((0, max(pad_h, 0)), (0, max(pad_w, 0)), (0, 0)), mode="edge")[:self._size[1], :self._size[0]]
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._container is None:
-            return
-        if self.frames:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
-        self._container = None
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
