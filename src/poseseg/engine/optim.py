@@ -1,4 +1,9 @@
-"""Optimizer, learning-rate schedule and which parameters train."""
+"""The optimizer and which parameters train.
+
+The learning rate scaled to the total batch, the parameter groups (no weight decay on norms and
+biases; the deformable layers' sampling-offset branches at ``offset_lr_multiplier`` times the rate)
+and the ``train.freeze`` modes. The learning-rate schedule is in ``engine/schedule.py``.
+"""
 from __future__ import annotations
 
 import torch
