@@ -98,5 +98,5 @@ def sample_bins(maps: list[torch.Tensor], scales: list[float], levels: torch.Ten
     index, weight = (t.view(num_rois, size, sr, size, sr, 4).permute(0, 1, 3, 2, 4, 5).reshape(-1, sr * sr * 4)
                      for t in (index, weight))  # (R*S*S, sr*sr*4): a bin's reads side by side
     gathered = rows.index_select(0, index.reshape(-1)).view(index.shape[0], sr * sr * 4, channels)  # (R*S*S, K, C)
-    value = torch.matmul(weight[:, None, :], gathered)  # (R*S*S, 1, C): each bin's weighted sum
+    value = torch.matmul(weight.to(rows.dtype)[:, None, :], gathered)  # (R*S*S, 1, C): each bin's weighted sum
     return value.view(num_rois, size, size, channels).permute(0, 3, 1, 2).contiguous()  # (R, C, S, S)
