@@ -144,7 +144,8 @@ def _predict_sequence(predictor, spec: str | Path, out_dir: Path, results: list,
     from tqdm import tqdm
 
     from poseseg.track.mot import mot_lines, write_mot
-    from poseseg.track.sources import SourceError, VideoWriter, open_source
+    from poseseg.data.video_io import VideoWriter
+    from poseseg.track.sources import SourceError, open_source
 
     try:
         source = open_source(spec, max_frames=video.max_frames, stride=video.stride)

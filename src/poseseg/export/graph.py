@@ -5,8 +5,8 @@ RPN, poolers, heads, keypoint codec) in the order ``PoseSegModel`` runs them at 
 returns flat tensors instead of a list of dicts. What differs from the PyTorch path is only what
 the tracer cannot follow or would record wrongly: the resized size is computed in float64 as
 eager PyTorch does; the heads always run (on the detections plus one dropped placeholder box,
-instead of a Python "no detections" branch); deformable RoI pooling's per-level Python loop
-becomes "sample every level, keep the box's own" with ``where``. Like ``PoseSegModel.predict_rois``
+instead of a Python "no detections" branch). Deformable RoI pooling traces as it runs (its sampler
+keeps the feature maps' sizes as tensors). Like ``PoseSegModel.predict_rois``
 the graph stops at the RoI level, in the resized picture's pixels (plus that picture's size), and
 ``OrtModel`` hands its outputs to the same :func:`poseseg.modeling.postprocess.postprocess`.
 """
@@ -48,7 +48,7 @@ class InferenceGraph(nn.Module):
         features = m.fpn(m.backbone(batch.tensors))  # p{l}: (1, C, H'/2**l, W'/2**l)
         proposals, _ = m.rpn(batch, features)  # [(P, 4)]
         image_sizes = batch.image_sizes
-        class_logits, box_deltas = m.box_head(pool(m.box_pooler, features, proposals[0], image_sizes))
+        class_logits, box_deltas = m.box_head(m.box_pooler(features, proposals, image_sizes))
         detections = m.box_head.inference(class_logits, box_deltas, proposals, image_sizes)[0]
         boxes = detections["boxes"]  # (N, 4) in the resized image
         resized_size = torch.stack([torch.as_tensor(v, dtype=torch.int64) for v in image_sizes[0]])  # (2,)
@@ -62,14 +62,14 @@ class InferenceGraph(nn.Module):
         mask_pooled = None
         if m.mask_head is not None:
             mask_features = features if m.mask_trunk is None else m.mask_trunk(batch.tensors)  # model.mask.trunk
-            mask_pooled = pool(m.mask_pooler, mask_features, boxes, image_sizes)  # (N + 1, C, S, S)
+            mask_pooled = m.mask_pooler(mask_features, [boxes], image_sizes)  # (N + 1, C, S, S)
             logits = m.mask_head(mask_pooled)  # (N + 1, num_classes, M, M)
             size = logits.shape[-1]
             index = labels.view(-1, 1, 1, 1).expand(-1, 1, size, size)
             outputs.append(logits.gather(1, index).sigmoid()[:-1])  # (N, 1, M, M): the predicted class's mask
         if m.keypoint_head is not None:
             same = mask_pooled is not None and m.mask_trunk is None and same_pooling(m.mask_pooler, m.keypoint_pooler)
-            pooled = mask_pooled if same else pool(m.keypoint_pooler, features, boxes, image_sizes)
+            pooled = mask_pooled if same else m.keypoint_pooler(features, [boxes], image_sizes)
             heatmaps, offsets = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H)
             decoded = m.keypoint_head.codec.decode(heatmaps, offsets, boxes)
             outputs += [decoded.keypoints[:-1], decoded.scores[:-1], decoded.peaks[:-1]]
@@ -94,8 +94,3 @@ def preprocess(transform: GeneralizedRCNNTransform, image: torch.Tensor) -> Imag
     tensors = transform.batch_images([resized], size_divisible=transform.size_divisible)  # (1, 3, H', W')
     return ImageList(tensors, [(image_size[0], image_size[1])])
 
-
-def pool(pooler: nn.Module, features: dict[str, torch.Tensor], boxes: torch.Tensor,
-         image_sizes: list[tuple[int, int]]) -> torch.Tensor:
-    """The pooler's (R, C, S, S) features for the boxes of one image (every pooler traces as it runs)."""
-    return pooler(features, [boxes], image_sizes)

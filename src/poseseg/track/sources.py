@@ -20,10 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb
-from poseseg.data.video_io import VideoWriter
 
-# VideoWriter lives in data.video_io (data.synth_video writes with it); it is here too for the video predictors
-__all__ = ["Frame", "FrameSource", "SourceError", "VideoWriter", "is_stream", "open_source"]
+__all__ = ["Frame", "FrameSource", "SourceError", "is_stream", "open_source"]
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 DEFAULT_FOLDER_FPS = 30.0
