@@ -23,6 +23,27 @@ def test_demo_end_to_end_then_resume(tmp_path, capsys):
     assert not (tmp_path / "runs" / "demo2").exists()
 
 
+def test_demo_trains_a_fixed_number_of_iterations(tmp_path, capsys):
+    args = ["demo", "--iters", "3", "--out", str(tmp_path / "runs" / "demo"), "--data-dir", str(tmp_path / "synth"),
+            "--train-images", "6", "--val-images", "2", "data.num_workers=0", "data.train_sizes=[160]",
+            "model.input.test_size=160", "train.log_every=1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "training tiny for 3 iterations" in out and "[3/3]" in out
+    assert "the README's numbers are for" in out  # 3 iterations are not the README's run: no comparison
+    assert main(args[:3] + ["--minutes", "1"] + args[3:]) == 2  # one or the other
+
+
+def test_the_verdict_compares_only_the_readmes_iteration_count():
+    from poseseg.demo import DEMO_ITERS, README_AP, verdict
+
+    metrics = {task: {"AP": mean} for task, (mean, _) in README_AP.items()}
+    assert all("as expected" in line for line in verdict(metrics, DEMO_ITERS))
+    low = {task: {"AP": 0.0} for task in README_AP}
+    assert all("below the README" in line for line in verdict(low, DEMO_ITERS))
+    assert "do not compare" in verdict(metrics, DEMO_ITERS // 2)[0]
+
+
 def test_demo_data_of_another_version_or_seed_is_made_anew(tmp_path, capsys):
     from poseseg.data.synth import SYNTH_VERSION
     from poseseg.demo import ensure_dataset

@@ -146,8 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("demo", help="synthetic data -> train tiny within a time budget -> AP table + overlays")
-    p.add_argument("--minutes", type=float, default=9.5, help="total time budget, data generation included")
+    p = sub.add_parser("demo", help="synthetic data -> train tiny for a fixed number of iterations -> AP table + "
+                                    "overlays")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the README's count)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="train within this total time budget instead (data generation included): a slower "
+                        "machine then trains fewer iterations and reaches less")
     p.add_argument("--out", default="runs/demo", help="run folder (auto-numbered if it exists)")
     p.add_argument("--data-dir", help="where the synthetic dataset lives / is made (default data/synth, "
                    "data/synth-seedS for --seed S)")

@@ -207,10 +207,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from poseseg.demo import run_demo
+    from poseseg.demo import DEMO_ITERS, run_demo
 
-    run_demo(minutes=args.minutes, out=args.out, data_dir=args.data_dir, seed=args.seed, resume=args.resume,
-             overrides=list(args.overrides), num_train=args.train_images, num_val=args.val_images)
+    if args.minutes is not None and args.iters is not None:
+        raise ValueError("--iters and --minutes: give one (a count of iterations, or a time budget)")
+    run_demo(minutes=args.minutes, iters=args.iters or DEMO_ITERS, out=args.out, data_dir=args.data_dir,
+             seed=args.seed, resume=args.resume, overrides=list(args.overrides), num_train=args.train_images,
+             num_val=args.val_images)
     return 0
 
 
