@@ -14,6 +14,7 @@ and 800 px latency of ``paper_regular`` with one trunk and with two (random weig
 
     PYTHONPATH=src python benchmarks/mask_trunk.py --iters 800 --distill-iters 1500 --distill-minutes 15 \
         --json benchmarks/results/mask_trunk.json
+    # or with two demo models: --a demo/seed0/model_final.pt --a-data demo/data0 --b ... --b-data ...
 """
 from __future__ import annotations
 
@@ -112,13 +113,18 @@ def main() -> None:
     ap.add_argument("--distill-iters", type=int, default=1500)
     ap.add_argument("--distill-minutes", type=float, default=15.0)
     ap.add_argument("--work", default="runs/mask_trunk")
+    ap.add_argument("--a", help="model A (a checkpoint, e.g. `poseseg demo --seed 0`'s) instead of training it")
+    ap.add_argument("--a-data", help="A's synthetic set (train/, val/, *.json)")
+    ap.add_argument("--b", help="model B (e.g. `poseseg demo --seed 1`'s) instead of training it")
+    ap.add_argument("--b-data", help="B's synthetic set")
     ap.add_argument("--json")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    sets = {"A_val": _synth(work, 0), "B_val": _synth(work, 1)}
-    a = _train(work, sets["A_val"], "A", args.iters, seed=0)
-    b = _train(work, sets["B_val"], "B", args.iters, seed=1)
+    sets = {"A_val": Path(args.a_data) if args.a_data else _synth(work, 0),
+            "B_val": Path(args.b_data) if args.b_data else _synth(work, 1)}
+    a = Path(args.a) if args.a else _train(work, sets["A_val"], "A", args.iters, seed=0)
+    b = Path(args.b) if args.b else _train(work, sets["B_val"], "B", args.iters, seed=1)
     graft = _merge(a, b, work / "graft.pt", own_trunk=False)
     own = _merge(a, b, work / "own_trunk.pt", own_trunk=True)
     distilled = work / "distilled.pt"
@@ -127,7 +133,7 @@ def main() -> None:
         distill(own, sets["A_val"] / "train", distilled, options=DistillOptions(
             iters=args.distill_iters, minutes=args.distill_minutes, output_dir=str(work / "distill_runs")))
     distill_minutes = (time.perf_counter() - start) / 60
-    results = {"iters": args.iters, "distill_iters": args.distill_iters, "distill_minutes": round(distill_minutes, 1),
+    results = {"a": str(a), "b": str(b), "iters": args.iters if not args.a else None, "distill_iters": args.distill_iters, "distill_minutes": round(distill_minutes, 1),
                "threads": torch.get_num_threads()}
     teacher, _ = load_model(own)
     val_images = [CocoPeopleDataset(sets["A_val"] / "val.json", sets["A_val"] / "val", on_bad_image="raise")[i][0]

@@ -208,7 +208,7 @@ def test_fixed_size_export_refuses_other_sizes(tmp_path):
         ref = model([torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(3))])[0]
     got = runner([torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(3))])[0]
     torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-2, rtol=0)
-    with pytest.raises(ValueError, match=r"exported for 240x320 images, got 200x300.*--dynamic"):
+    with pytest.raises(ValueError, match=r"exported for 240x320 images, got 200x300.*export without --size"):
         runner([torch.rand(3, 200, 300)])
 
 
@@ -257,7 +257,9 @@ def test_cli_export_then_predict_matches_the_checkpoint(checkpoint_14, coco_samp
         np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=0.1)
         assert abs(a["score"] - b["score"]) < 1e-3
         # the same masks: one paste for both (issue 21 measured mean IoU 0.936 when they were pasted apart)
-        assert mask_util.iou([a["segmentation"]], [b["segmentation"]], [0])[0, 0] >= 0.99
+        areas = mask_util.area([a["segmentation"], b["segmentation"]])
+        assert (areas == 0).all() or mask_util.iou([a["segmentation"]], [b["segmentation"]], [0])[0, 0] >= 0.99
+    assert sum(mask_util.area(r["segmentation"]) > 0 for r in results["torch"]) >= 3  # masks were compared
 
 
 def test_corrupted_or_foreign_onnx_files_give_clear_errors(tmp_path, capsys):

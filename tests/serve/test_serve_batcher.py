@@ -21,7 +21,7 @@ class ModelBarrier:
         self.sizes: list[int] = []
         self.entered, self.release = threading.Event(), threading.Event()
         self.fail_width = fail_width
-        self.handle = model.register_forward_pre_hook(self)
+        self.handle = model.transform.register_forward_pre_hook(self)  # called once per batch, with its images
 
     def __call__(self, module, args):
         self.sizes.append(len(args[0]))
