@@ -14,13 +14,13 @@ from torch.nn.parallel import DistributedDataParallel
 from poseseg.config import Config, apply_overrides, config_from_dict
 from poseseg.device import resolve_device
 from poseseg.engine import checkpoint as ckpt
-from poseseg.weights.checkpoint_file import load_checkpoint, save_checkpoint
 from poseseg.engine import distributed as dist
 from poseseg.engine.evaluate import evaluate, format_metrics
 from poseseg.engine.optim import apply_freeze, build_optimizer, scaled_lr
 from poseseg.engine.run_log import RunLogger, new_run_dir
 from poseseg.engine.schedule import LRSchedule, TrainingClock, in_finishing_phase
 from poseseg.modeling.model import PoseSegModel, build_model
+from poseseg.weights.checkpoint_file import load_checkpoint, save_checkpoint
 from poseseg.weights.finetune import init_from_weights
 
 

@@ -14,9 +14,9 @@ from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from poseseg.config import Config, ModelConfig
+from poseseg.keypoint_schema import KeypointSchema
 from poseseg.modeling.backbone import ResNet
 from poseseg.modeling.box_head import BoxHead
-from poseseg.keypoint_schema import KeypointSchema
 from poseseg.modeling.conv_tower import zero_loss
 from poseseg.modeling.flip_tta import mirror_boxes, unflip_keypoints, unflip_mask_logits
 from poseseg.modeling.fpn import FPN
