@@ -38,6 +38,7 @@ class DistillOptions:
     held_out_fraction: float = 0.1  # pictures kept back to measure mask IoU against the teacher
     seed: int = 0
     checkpoint_every: int = 100
+    log_every: int = 20
     output_dir: str = "runs/distill"
 
 
@@ -145,11 +146,13 @@ def distill(teacher_weights: str | Path | None = None, images: str | Path | None
             logger.message(f"--minutes {options.minutes:g} reached at iteration {iteration}")
             break
         batch = [train_set[(iteration * options.batch_size + j) % len(train_set)] for j in range(options.batch_size)]
+        step_start = time.perf_counter()
         loss = _step(teacher, student, _read(batch, skipped, len(train_set)), optimizer, options.roi_score)
         iteration += 1
         logger.step()
-        if loss is not None:
-            logger.log(iteration, {"loss_mask_distill": loss, "lr": options.lr})
+        if loss is not None and (iteration % options.log_every == 0 or iteration == options.iters):
+            logger.log(iteration, {"loss_mask_distill": loss, "lr": options.lr,
+                                   "time_s": time.perf_counter() - step_start})
         if iteration % options.checkpoint_every == 0 or iteration == options.iters:
             _save(run_dir / ckpt.checkpoint_name(iteration), student, optimizer, iteration, cfg, job)
     logger.close()
