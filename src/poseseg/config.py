@@ -101,6 +101,7 @@ class BoxHeadConfig:
     nms_thresh: float = 0.5
     detections_per_image: int = 100
     loss_weight: float = 1.0
+    nested_thresh: float = 0.0  # > 0: drop a box at least this much inside a higher-scoring one (0: off)
 
 
 @dataclass

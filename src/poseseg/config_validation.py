@@ -106,6 +106,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "data.max_image_pixels": (lambda v: v >= 1, "at least 1"),
     "model.input.test_size": (lambda v: v >= 1, "at least 1"),
+    "model.box.nested_thresh": (lambda v: 0 <= v <= 1, "in [0, 1] (0: off)"),
     "model.input.max_size": (lambda v: v >= 1, "at least 1"),
 }
 

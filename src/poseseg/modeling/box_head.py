@@ -11,7 +11,7 @@ from torchvision.ops import boxes as box_ops
 class BoxHead(nn.Module):
     def __init__(self, *, in_channels: int, pooled_size: int, fc_dim: int, num_classes: int,
                  bbox_reg_weights: list[float], score_thresh: float, nms_thresh: float,
-                 detections_per_image: int):
+                 detections_per_image: int, nested_thresh: float = 0.0):
         super().__init__()
         self.fc6 = nn.Linear(in_channels * pooled_size**2, fc_dim)
         self.fc7 = nn.Linear(fc_dim, fc_dim)
@@ -25,6 +25,7 @@ class BoxHead(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
+        self.nested_thresh = nested_thresh  # > 0: drop a box this much inside a higher-scoring one of its class
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pooled.flatten(1)  # (R, C*S*S)
@@ -61,5 +62,18 @@ class BoxHead(nn.Module):
             keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_image]
+            if self.nested_thresh > 0:
+                keep = keep[~nested_in_higher(boxes[keep], labels[keep], self.nested_thresh)]
             results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return results
+
+
+def nested_in_higher(boxes: torch.Tensor, labels: torch.Tensor, thresh: float) -> torch.Tensor:
+    """(N,) bool: the box lies at least ``thresh`` of its own area inside an earlier (higher-scoring) box of
+    its class. NMS keeps such pairs (a person and a part of them have IoU < 0.5); boxes sorted by score."""
+    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])  # (N, N, 2)
+    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)  # (N, N)
+    inside = inter / box_ops.box_area(boxes).clamp(min=1e-6)[:, None]  # row i's share inside column j
+    earlier = torch.ones_like(inter, dtype=torch.bool).tril(-1)  # j < i: scored higher
+    return ((inside >= thresh) & earlier & (labels[:, None] == labels[None, :])).any(dim=1)

@@ -324,7 +324,7 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
     box_head = BoxHead(in_channels=m.fpn.channels, pooled_size=m.box.pooled_size, fc_dim=m.box.fc_dim,
                        num_classes=m.num_classes, bbox_reg_weights=m.box.bbox_reg_weights,
                        score_thresh=m.box.score_thresh, nms_thresh=m.box.nms_thresh,
-                       detections_per_image=m.box.detections_per_image)
+                       detections_per_image=m.box.detections_per_image, nested_thresh=m.box.nested_thresh)
     parts: dict = {}
     if "mask" in m.heads:
         parts["mask_pooler"] = pooler("mask", m.mask.pooled_size)
