@@ -58,3 +58,21 @@ def test_named_sigma_sets():
     assert len(load_config("tiny", ["data.oks_sigmas=coco"]).data.oks_sigmas) == 17
     with pytest.raises(ConfigError, match="choose coco, crowdpose"):
         load_config("tiny", ["data.oks_sigmas=mpii"])
+
+
+@pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
+def test_without_segmentation_the_mask_ap_is_skipped_with_a_warning(coco_sample, tmp_path, backend, capsys):
+    """CrowdPose as shipped has no `segmentation`: both evaluators stopped with a KeyError (issue 26)."""
+    path, data = crowdpose_json(coco_sample, tmp_path)
+    preds = noisy_predictions(data)
+    for a in data["annotations"]:
+        del a["segmentation"]
+    path.write_text(json.dumps(data))
+    report = score_results(path, preds, category_id=1, iou_types=["bbox", "segm", "keypoints"],
+                           sigmas=CROWDPOSE_SIGMAS, backend=backend)
+    assert "no_segmentation" in {w["code"] for w in report.warnings}
+    assert all(v is None for v in report.metrics["segm"].values())
+    assert 0 < report.metrics["bbox"]["AP"] <= 1 and 0 < report.metrics["keypoints"]["AP"] < 1
+    assert main(["check-data", "--data", str(path), "--images", str(coco_sample), "data.oks_sigmas=crowdpose",
+                 "model.keypoint.num_keypoints=14"]) == 0
+    assert "the mask AP is skipped" in capsys.readouterr().out

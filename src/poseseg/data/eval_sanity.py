@@ -110,11 +110,12 @@ def _looks_like_xyxy(boxes: list[tuple[list, tuple[int, int]]]) -> int:
 
 
 def check_ground_truth(data: dict, *, category_id: int, image_ids: list[int] | None = None,
-                       sigmas: list[float] | None = None, keypoints: bool = True) -> list[dict]:
+                       sigmas: list[float] | None = None, keypoints: bool = True, masks: bool = True) -> list[dict]:
     """Problems of a COCO ground truth (a loaded JSON dict) that make AP meaningless.
 
     Only the annotations of ``category_id`` on ``image_ids`` (all images when None) are checked.
-    ``keypoints``: the keypoint AP will be computed (checks the flags, counts and sigmas).
+    ``keypoints``: the keypoint AP will be computed (checks the flags, counts and sigmas); ``masks``: the
+    mask (segm) AP will be (checks that every person has a segmentation).
     """
     wanted = None if image_ids is None else {int(i) for i in image_ids}
     images = [im for im in data.get("images", []) if wanted is None or im.get("id") in wanted]
@@ -128,6 +129,13 @@ def check_ground_truth(data: dict, *, category_id: int, image_ids: list[int] | N
                                             f"reported as '-'; check --data/data.val_json and data.category"))
         return out
 
+    unmasked = sum(1 for a in anns if not a.get("segmentation"))
+    if masks and unmasked:
+        out.append(_warning("no_segmentation", unmasked,
+                            f"{unmasked} of {len(anns)} annotations have no 'segmentation' (CrowdPose ships "
+                            f"none): the mask AP is skipped and reported as '-' (the COCO evaluators stop on "
+                            f"them); add polygons or RLE masks to evaluate masks, or train with "
+                            f"model.heads=[box,keypoint]"))
     missing = sum(1 for a in people if "area" not in a)
     if missing:
         out.append(_warning("area_missing", missing,

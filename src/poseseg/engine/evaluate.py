@@ -53,7 +53,7 @@ def score_results(gt: "object | dict | str | Path", results: dict[str, list], *,
     backend = resolve_backend(backend)
     warns = fill_missing_fields(data, category_id)
     warns += check_ground_truth(data, category_id=category_id, image_ids=image_ids, sigmas=sigmas,
-                                keypoints="keypoints" in iou_types)
+                                keypoints="keypoints" in iou_types, masks="segm" in iou_types)
     results, pred_warns = check_predictions(data, {t: results.get(t, []) for t in iou_types},
                                             category_id=category_id, image_ids=image_ids)
     warns += pred_warns
@@ -63,7 +63,8 @@ def score_results(gt: "object | dict | str | Path", results: dict[str, list], *,
     for iou_type in iou_types:
         dets = results.get(iou_type, [])
         names = STAT_NAMES[iou_type]
-        if "empty_set" in codes or (iou_type == "keypoints" and "sigmas_mismatch" in codes):
+        if ("empty_set" in codes or (iou_type == "keypoints" and "sigmas_mismatch" in codes)
+                or (iou_type == "segm" and "no_segmentation" in codes)):
             metrics[iou_type] = {n: None for n in names}
             continue
         if not dets:
