@@ -25,7 +25,7 @@ def to_tensor_image(image) -> torch.Tensor:
     """Path / PIL image / HxWx3 uint8 array -> (3, H, W) float tensor in [0, 1]."""
     from PIL import Image
 
-    from poseseg.data.image_io import load_image_rgb
+    from poseseg.data.image_io import load_image_rgb, rgb_to_tensor
 
     if isinstance(image, (str, Path)):
         array = load_image_rgb(image)
@@ -41,7 +41,7 @@ def to_tensor_image(image) -> torch.Tensor:
     else:
         raise TypeError(f"cannot read an image from {type(image).__name__}: give a path, a PIL image or an "
                         "HxWx3 uint8 array")
-    return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
+    return rgb_to_tensor(array)
 
 
 def to_numpy(pred: dict) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from poseseg.data.coco_json import DatasetError, check_schema, parse_coco_people, resolve_schema
-from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb
+from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb, rgb_to_tensor
 from poseseg.keypoint_schema import KeypointSchema
 from poseseg.types import Target
 
@@ -262,7 +262,7 @@ class CocoPeopleDataset(Dataset):
             err = ImageReadError(path, f"the file is {array.shape[1]}x{array.shape[0]} (WxH) but the JSON says "
                                        f"{w}x{h}; annotations would not line up (EXIF rotation? re-export it)")
             return self._bad_image(idx, 3, err)
-        image = torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
+        image = rgb_to_tensor(array)  # (3, H, W)
         target = self.get_target(idx)
         if self.transforms is not None:
             image, target = self.transforms(image, target)

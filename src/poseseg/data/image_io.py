@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # PIL's own default refuses images above 2 * 89_478_485 pixels; ours is the same number but a parameter.
@@ -51,6 +52,12 @@ class ImageReadError(ValueError):
 
 def _rebuild_error(path: str, reason: str, missing: bool) -> "ImageReadError":
     return ImageReadError(path, reason, missing=missing)
+
+
+def rgb_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """An HxWx3 uint8 RGB array -> the model's (3, H, W) float tensor in [0, 1]."""
+    pixels = torch.from_numpy(array if array.flags.writeable else array.copy())  # (H, W, 3) uint8
+    return pixels.permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 def load_image_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, *,

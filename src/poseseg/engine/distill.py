@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from poseseg.config import Config, apply_overrides, config_from_dict
-from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb
+from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb, rgb_to_tensor
 from poseseg.engine import checkpoint as ckpt
 from poseseg.engine.run_log import RunLogger, new_run_dir
 from poseseg.modeling.mask_paste import masks_to_image
@@ -119,7 +119,8 @@ def distill(teacher_weights: str | Path | None = None, images: str | Path | None
     teacher, teacher_cfg = load_teacher(teacher_weights)
     cfg = config_from_dict(teacher_cfg.to_dict())  # the teacher's config, one trunk
     cfg.model.mask.trunk = "shared"
-    apply_overrides(cfg, (state["distill"]["overrides"] if state else overrides) or [])
+    overrides = list((state["distill"]["overrides"] if state else overrides) or [])
+    apply_overrides(cfg, overrides)
     student = student_from(teacher, cfg)
     trained = [p for n, p in student.named_parameters() if n.startswith(("mask_head.", "mask_pooler."))]
     optimizer = torch.optim.AdamW(trained, lr=options.lr, weight_decay=0.0)
@@ -134,7 +135,7 @@ def distill(teacher_weights: str | Path | None = None, images: str | Path | None
     else:
         run_dir = new_run_dir(options.output_dir)
     job = {"teacher": str(teacher_weights), "images": str(images), "out": str(out), "options": asdict(options),
-           "overrides": list((state["distill"]["overrides"] if state else overrides) or [])}
+           "overrides": overrides}
     logger = RunLogger(run_dir, total_iters=options.iters, start_iter=start, enabled=not quiet)
     logger.message(f"distilling {teacher_weights} into one trunk: {len(train_set)} pictures to learn from, "
                    f"{len(held_out)} held back; run folder {run_dir}")
@@ -181,7 +182,7 @@ def _read(paths: list[Path], skipped: set[Path], total: int | None) -> list[torc
         if p in skipped:
             continue
         try:
-            tensors.append(torch.from_numpy(load_image_rgb(p).copy()).permute(2, 0, 1).float().div_(255))
+            tensors.append(rgb_to_tensor(load_image_rgb(p)))
         except ImageReadError as e:
             skipped.add(p)
             print(f"warning: skipping {p}: {e.reason}", file=sys.stderr)
