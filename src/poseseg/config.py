@@ -205,6 +205,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     eval_every: int = 0
     log_every: int = 20
+    # preemption (SLURM, Kubernetes, spot instances): on one of these signals, finish the step, write a
+    # checkpoint and exit with code 75; [] turns it off. grace_s: the scheduler's time between signal and kill
+    preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    preempt_grace_s: float = 30.0
     seed: int = 0
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1
     init_weights: str = ""

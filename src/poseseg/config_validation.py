@@ -83,6 +83,7 @@ def _validate_schedule(t: TrainConfig) -> None:
 # key -> (test, what the value must be); checked by validate_ranges with the key as the user writes it
 _RANGES: dict[str, tuple[Any, str]] = {
     "train.iters": (lambda v: v >= 0, ">= 0 (0: save the starting weights and evaluate them)"),
+    "train.preempt_grace_s": (lambda v: v >= 0, ">= 0 seconds"),
     "train.batch_size": (lambda v: v >= 1, "at least 1 image per process"),
     "train.base_lr": (lambda v: 0 < v < float("inf"), "a positive number (e.g. 0.02)"),
     "train.lr_reference_batch": (lambda v: v >= 1, "at least 1"),
@@ -113,6 +114,9 @@ _RANGES: dict[str, tuple[Any, str]] = {
 
 FREEZE_MODES = ("none", "deform_only", "backbone", "trunk")
 # key -> the values it may take; checked by validate_ranges with the key as the user writes it
+# the signals a cluster sends before it kills a job (SIGKILL and SIGSTOP cannot be caught)
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT")
+
 _CHOICES: dict[str, tuple] = {
     "model.backbone.depth": (18, 34, 50, 101),
     "model.backbone.norm": ("frozen_bn", "bn", "gn"),
@@ -147,6 +151,10 @@ def validate_ranges(cfg: Config) -> None:
         if (value := _value(cfg, key)) not in choices:
             names = [str(c) for c in choices]
             raise ConfigError(f"{key}={value!r}; choose {', '.join(names[:-1])} or {names[-1]}")
+    wrong = [s for s in cfg.train.preempt_signals if s not in PREEMPTION_SIGNALS]
+    if wrong:
+        raise ConfigError(f"train.preempt_signals={cfg.train.preempt_signals}: {wrong} cannot be caught for a clean "
+                          f"stop; choose from {', '.join(PREEMPTION_SIGNALS)} (or [] for none)")
 
 
 def validate(cfg: Config) -> None:

@@ -29,6 +29,9 @@ from poseseg.cli.commands import (
     cmd_weights,
 )
 from poseseg.config import ConfigError
+from poseseg.safe_write import WriteFailed
+
+EXIT_WRITE_FAILED = 74  # sysexits EX_IOERR: a write failed (disk full, quota); the previous files are intact
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -231,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
         return args.func(args)
+    except WriteFailed as e:  # disk full, quota, file-size limit: nothing was replaced
+        print(f"poseseg {args.verb}: error: {e}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         if os.environ.get("POSESEG_DEBUG"):
             raise

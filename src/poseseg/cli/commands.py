@@ -25,6 +25,7 @@ TRAIN_FLAGS = {"data": "data.train_json", "images": "data.train_images", "val_da
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from poseseg.engine.faults import TrainingStopped
     from poseseg.engine.train import config_for_resume, train
 
     overrides = _flag_overrides(args, TRAIN_FLAGS) + list(args.overrides)
@@ -38,7 +39,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = config_from_weights(args.init_weights, overrides)
     else:
         cfg = load_config(args.config or "tiny", overrides)
-    result = train(cfg, resume=resume)
+    try:
+        result = train(cfg, resume=resume)
+    except TrainingStopped as e:  # preempted, a rank or a data worker lost: the message says how to resume
+        if not e.quiet:
+            print(f"poseseg train: {e}", file=sys.stderr)
+        return e.exit_code
     skipped = f" ({result.skipped_steps} skipped: non-finite)" if result.skipped_steps else ""
     print(f"done: {result.iterations} iterations{skipped}; weights {result.final_checkpoint}")
     return 0

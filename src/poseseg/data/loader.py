@@ -1,4 +1,5 @@
-"""Training batches that are a pure function of (seed, iteration): exact resume, any worker count.
+"""Training batches that are a pure function of (seed, iteration): exact resume, and the same run
+with any worker count (0 included: augmentation never touches the trainer's RNG).
 
 The batch sampler fixes which images form batch ``i`` on each rank; every sample's augmentation
 is seeded from (seed, batch, slot), so a resumed run sees exactly the batches the uninterrupted
@@ -7,7 +8,9 @@ run would have seen. A sample whose image cannot be read is replaced by the next
 """
 from __future__ import annotations
 
+import functools
 import logging
+import signal
 from typing import Callable, Iterator
 
 import torch
@@ -92,9 +95,10 @@ class AugmentedSamples(Dataset):
             except ImageReadError as e:
                 skipped.append(str(e))
                 continue
-            torch.manual_seed(seed)
-            if self.transforms is not None:
-                image, target = self.transforms(image, target)
+            with torch.random.fork_rng(devices=[]):  # the trainer's RNG stays as it is, with 0 workers too
+                torch.manual_seed(seed)
+                if self.transforms is not None:
+                    image, target = self.transforms(image, target)
             target["skipped_images"] = skipped
             return image, target
         raise RuntimeError(f"{self.max_retries} images in a row could not be read, starting at index {index}: "
@@ -106,11 +110,20 @@ def collate(batch: list) -> tuple[list[torch.Tensor], list[dict]]:
     return list(images), list(targets)
 
 
+def ignore_signals(names: tuple[str, ...], worker_id: int) -> None:
+    """A worker's first act: ignore the preemption signals. torchrun and SLURM signal the whole
+    process group, and a worker that died of one would abort the step the trainer wants to finish."""
+    for name in names:
+        signal.signal(signal.Signals[name], signal.SIG_IGN)
+
+
 def build_train_loader(dataset, transforms: Callable | None, *, batch_size: int, seed: int, rank: int,
-                       world_size: int, start_iter: int, num_workers: int) -> DataLoader:
+                       world_size: int, start_iter: int, num_workers: int,
+                       ignore_in_workers: tuple[str, ...] = ()) -> DataLoader:
     landscape = [1.0 if g == 0 else 0.5 for g in dataset.group_ids().tolist()]
     sampler = TrainBatchSampler(landscape, batch_size=batch_size, seed=seed, rank=rank,
                                 world_size=world_size, start_iter=start_iter)
     return DataLoader(AugmentedSamples(dataset, transforms), batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
+                      worker_init_fn=functools.partial(ignore_signals, tuple(ignore_in_workers)) if num_workers else None,
                       generator=torch.Generator().manual_seed(seed))  # the main RNG stays untouched

@@ -18,6 +18,7 @@ from poseseg.data.eval_sanity import check_ground_truth, check_predictions, fill
 from poseseg.engine import distributed as dist
 from poseseg.engine.coco_backend import coco_stats, make_ground_truth, resolve_backend
 from poseseg.modeling.postprocess import coco_records, postprocess, records_by_iou_type
+from poseseg.safe_write import write_text_atomic
 
 IOU_TYPES = {"box": "bbox", "mask": "segm", "keypoint": "keypoints"}
 STAT_NAMES = {
@@ -161,8 +162,8 @@ def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             for iou_type, dets in merged.items():
-                (out_dir / f"results_{iou_type}.json").write_text(json.dumps(dets))
-            (out_dir / "metrics.json").write_text(json.dumps(report.to_json(), indent=2))
+                write_text_atomic(out_dir / f"results_{iou_type}.json", json.dumps(dets))
+            write_text_atomic(out_dir / "metrics.json", json.dumps(report.to_json(), indent=2))
             if report.warnings:
                 print(format_warnings(report.warnings), file=sys.stderr)
     return dist.broadcast_object(metrics)

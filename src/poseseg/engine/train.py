@@ -1,8 +1,11 @@
-"""The training loop: one process or many (torchrun + DDP), exact resume, periodic evaluation."""
+"""The training loop: one process or many (torchrun + DDP), exact resume, periodic evaluation, and a
+clean stop on preemption, a lost rank or a dead data worker (see :mod:`poseseg.engine.faults`)."""
 from __future__ import annotations
 
 import random
 import resource
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +18,7 @@ from poseseg.config import Config, apply_overrides, config_from_dict
 from poseseg.device import resolve_device
 from poseseg.engine import checkpoint as ckpt
 from poseseg.engine import distributed as dist
+from poseseg.engine import faults
 from poseseg.engine.evaluate import evaluate, format_metrics
 from poseseg.engine.optim import apply_freeze, build_optimizer, scaled_lr
 from poseseg.engine.run_log import RunLogger, new_run_dir
@@ -143,104 +147,147 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         else None
     finishing = False
     done = start_iter
-    end = time.perf_counter()
-    for iteration in range(start_iter, t.iters):
-        if clock.by_time and _all_agree(clock.finished(iteration), device):
-            logger.message(f"time budget of {t.time_limit_minutes:g} minutes used after {iteration} iterations")
-            break
-        progress = clock.progress(iteration)
-        if clock.by_time:
-            progress = _agreed_max(progress, device)  # one schedule on every rank
-        if not finishing and in_finishing_phase(t, progress):
-            finishing = True
-            frozen = apply_freeze(model, t.finish_freeze)
-            net = _wrap(model, device)  # DDP must not wait for gradients of the frozen parameters
-            logger.message(f"finishing phase from iteration {iteration} (progress {progress:.2f}): "
-                           f"train.finish_freeze={t.finish_freeze} holds {len(frozen)} tensors fixed")
-        schedule.apply(progress, iteration)
-        images, targets = next(loader)
-        for tg in targets:
-            skipped_images.extend(tg.pop("skipped_images", []))
-        images = [img.to(device, non_blocking=True) for img in images]
-        targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tg.items()} for tg in targets]
-        data_time = time.perf_counter() - end
-        # a skipped step must leave everything as it was, BatchNorm running statistics included
-        saved_buffers = _snapshot_buffers(model) if t.nonfinite == "skip" else None
-        with torch.autocast(device.type, enabled=use_amp):
-            losses = net(images, targets)
-        total = sum(losses.values())
-        if not _all_finite(total, device):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            if t.nonfinite == "stop":
-                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {terms}. Lower train.base_lr, "
-                                         "set train.clip_grad_norm, or train.nonfinite=skip to skip such steps")
-            skipped_steps = _skip_step(skipped_steps, t.max_skipped_steps, iteration, "loss", terms, logger)
-            _restore_buffers(model, saved_buffers)
-            optimizer.zero_grad(set_to_none=True)
-            done = iteration + 1  # a skipped step still counts: the schedule and the sampler moved on
+    peers = dist.all_gather_objects(faults.process_address())  # to name a rank that dies
+    preemption = faults.PreemptionWatch(t.preempt_signals, t.preempt_grace_s)
+    try:
+        with preemption, faults.explain_failures(run_dir, rank=rank, peers=peers) as position:
             end = time.perf_counter()
-            continue
+            for iteration in range(start_iter, t.iters):
+                position.iteration = iteration
+                if clock.by_time and _all_agree(clock.finished(iteration), device):
+                    logger.message(f"time budget of {t.time_limit_minutes:g} minutes used after {iteration} "
+                                   "iterations")
+                    break
+                progress = clock.progress(iteration)
+                if clock.by_time:
+                    progress = _agreed_max(progress, device)  # one schedule on every rank
+                if not finishing and in_finishing_phase(t, progress):
+                    finishing = True
+                    frozen = apply_freeze(model, t.finish_freeze)
+                    net = _wrap(model, device)  # DDP must not wait for gradients of the frozen parameters
+                    logger.message(f"finishing phase from iteration {iteration} (progress {progress:.2f}): "
+                                   f"train.finish_freeze={t.finish_freeze} holds {len(frozen)} tensors fixed")
+                schedule.apply(progress, iteration)
+                images, targets = next(loader)
+                for tg in targets:
+                    skipped_images.extend(tg.pop("skipped_images", []))
+                images = [img.to(device, non_blocking=True) for img in images]
+                targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in tg.items()}
+                           for tg in targets]
+                data_time = time.perf_counter() - end
+                losses, skipped = _train_step(net, model, optimizer, scaler, images, targets, t=t, device=device,
+                                              use_amp=use_amp, iteration=iteration, logger=logger)
+                if skipped:
+                    skipped_steps = _count_skipped(skipped_steps, t.max_skipped_steps, iteration, skipped)
+                done = iteration + 1  # a skipped step still counts: the schedule and the sampler moved on
+                step_time = time.perf_counter() - end
+
+                if losses is not None and (done % t.log_every == 0 or done == t.iters or done == start_iter + 1):
+                    values = dist.reduce_mean({**{k: v.item() for k, v in losses.items()},
+                                               "loss": sum(losses.values()).item()})
+                    values.update(lr=optimizer.param_groups[0]["lr"], time_s=step_time, data_time_s=data_time,
+                                  memory_mb=_memory_mb(device), skipped_images=len(skipped_images))
+                    logger.log(done, values)
+                if done % t.checkpoint_every == 0 and done < t.iters:
+                    save_s = _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, clock, done, cfg)
+                    if dist.is_main():
+                        ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
+                        if warning := preemption.budget_warning(step_time, save_s):
+                            logger.message(warning)
+                if t.eval_every and val_set is not None and done % t.eval_every == 0 and done < t.iters:
+                    dist.broadcast_buffers(model)
+                    metrics = evaluate(model, val_set, device=device, batch_size=cfg.eval.batch_size)
+                    logger.log(done, {f"{k}/{n}": v for k, s in metrics.items() for n, v in s.items()
+                                      if v is not None})
+                    logger.message(format_metrics(metrics))
+                    net.train()
+                logger.step()
+                end = time.perf_counter()
+                if done < t.iters:
+                    preempted, out_of_time = _all_agree_each(
+                        [preemption.requested, deadline is not None and end > deadline], device)
+                    if preempted:  # every rank stops after the same step and writes one checkpoint
+                        _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, clock, done, cfg)
+                        raise faults.Preempted(
+                            f"{preemption.received or 'a preemption signal'} received: stopped after iteration "
+                            f"{done} of {t.iters}. {faults.resume_hint(run_dir)}", quiet=not dist.is_main())
+                    if out_of_time:
+                        logger.message(f"train.time_limit_minutes={t.time_limit_minutes:g} reached after "
+                                       f"iteration {done} of {t.iters}: saving and evaluating now")
+                        break
+
+            position.iteration = done
+            dist.broadcast_buffers(model)  # one model on every rank for the evaluation below
+            final = run_dir / "model_final.pt"
+            _save(final, model, optimizer, clock, done, cfg)
+            _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, clock, done, cfg)
+            if dist.is_main():
+                ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
+            if val_set is not None and _all_agree(preemption.requested, device):
+                logger.message(f"{preemption.received} received: the run is complete ({final}); the final "
+                               f"evaluation is skipped (`poseseg eval --weights {final}` runs it)")
+            elif val_set is not None:
+                metrics = evaluate(model, val_set, device=device, out_dir=run_dir, batch_size=cfg.eval.batch_size)
+                logger.message(format_metrics(metrics))
+            if skipped_steps:
+                logger.message(f"{skipped_steps} of {done - start_iter} steps were skipped (non-finite loss or "
+                               f"gradient; train.nonfinite=skip)")
+            all_skipped = sorted({s for part in dist.all_gather_objects(skipped_images) for s in part})
+            if all_skipped:
+                logger.message(f"{len(all_skipped)} unreadable training image(s) were skipped: "
+                               + "; ".join(all_skipped[:10]))
+    except BaseException:
+        logger.close()
+        if resume_path is None and dist.is_main():
+            _remove_if_no_checkpoint(run_dir)
+        raise
+    logger.close()
+    dist.barrier()
+    return TrainResult(run_dir=run_dir, iterations=done, final_checkpoint=final, metrics=metrics,
+                       skipped_images=all_skipped, skipped_steps=skipped_steps, model=model)
+
+
+def _train_step(net, model: PoseSegModel, optimizer, scaler, images, targets, *, t, device: torch.device,
+                use_amp: bool, iteration: int, logger) -> tuple[dict | None, str]:
+    """One optimizer step. Returns (losses, "") or, for a step skipped under train.nonfinite=skip,
+    (None, "loss" | "gradient"); a skipped step leaves weights, optimizer state and BatchNorm
+    statistics as they were. Under train.nonfinite=stop a non-finite loss ends the run."""
+    saved_buffers = _snapshot_buffers(model) if t.nonfinite == "skip" else None
+    with torch.autocast(device.type, enabled=use_amp):
+        losses = net(images, targets)
+    total = sum(losses.values())
+    skipped = ""
+    if not _all_finite(total, device):
+        skipped = "loss"
+    else:
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         if t.clip_grad_norm > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
         if not use_amp and t.nonfinite == "skip" and not _all_finite(_grad_sum(model, device), device):
-            # a finite loss with an inf/NaN gradient: no parameter and no optimizer state may change
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            skipped_steps = _skip_step(skipped_steps, t.max_skipped_steps, iteration, "gradient", terms, logger)
-            _restore_buffers(model, saved_buffers)
-            optimizer.zero_grad(set_to_none=True)
-            done = iteration + 1
-            end = time.perf_counter()
-            continue
-        scaler.step(optimizer)
-        scaler.update()
-        done = iteration + 1
-        step_time = time.perf_counter() - end
+            skipped = "gradient"  # a finite loss with an inf/NaN gradient
+    if skipped:
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        if t.nonfinite == "stop":
+            raise FloatingPointError(f"non-finite {skipped} at iteration {iteration}: {terms}. Lower "
+                                     "train.base_lr, set train.clip_grad_norm, or train.nonfinite=skip to skip "
+                                     "such steps")
+        logger.message(f"skipping iteration {iteration}: non-finite {skipped} ({terms})")
+        _restore_buffers(model, saved_buffers)
+        optimizer.zero_grad(set_to_none=True)
+        return None, skipped
+    scaler.step(optimizer)
+    scaler.update()
+    return losses, ""
 
-        if done % t.log_every == 0 or done == t.iters or done == start_iter + 1:
-            values = {k: v.item() for k, v in losses.items()}
-            values = dist.reduce_mean({**values, "loss": total.item()})
-            values.update(lr=optimizer.param_groups[0]["lr"], time_s=step_time, data_time_s=data_time,
-                          memory_mb=_memory_mb(device), skipped_images=len(skipped_images))
-            logger.log(done, values)
-        if done % t.checkpoint_every == 0 and done < t.iters:
-            _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, clock, done, cfg)
-            if dist.is_main():
-                ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
-        if t.eval_every and val_set is not None and done % t.eval_every == 0 and done < t.iters:
-            dist.broadcast_buffers(model)
-            metrics = evaluate(model, val_set, device=device, batch_size=cfg.eval.batch_size)
-            logger.log(done, {f"{k}/{n}": v for k, s in metrics.items() for n, v in s.items() if v is not None})
-            logger.message(format_metrics(metrics))
-            net.train()
-        logger.step()
-        end = time.perf_counter()
-        if deadline is not None and done < t.iters and _all_agree(end > deadline, device):
-            logger.message(f"train.time_limit_minutes={t.time_limit_minutes:g} reached after iteration {done} "
-                           f"of {t.iters}: saving and evaluating now")
-            break
 
-    dist.broadcast_buffers(model)  # one model on every rank for the evaluation below
-    final = run_dir / "model_final.pt"
-    _save(final, model, optimizer, clock, done, cfg)
-    _save(run_dir / ckpt.checkpoint_name(done), model, optimizer, clock, done, cfg)
-    if dist.is_main():
-        ckpt.prune_checkpoints(run_dir, t.keep_checkpoints)
-    if val_set is not None:
-        metrics = evaluate(model, val_set, device=device, out_dir=run_dir, batch_size=cfg.eval.batch_size)
-        logger.message(format_metrics(metrics))
-    if skipped_steps:
-        logger.message(f"{skipped_steps} of {done - start_iter} steps were skipped (non-finite loss or gradient; "
-                       f"train.nonfinite=skip)")
-    all_skipped = sorted({s for part in dist.all_gather_objects(skipped_images) for s in part})
-    if all_skipped:
-        logger.message(f"{len(all_skipped)} unreadable training image(s) were skipped: " + "; ".join(all_skipped[:10]))
-    logger.close()
-    dist.barrier()
-    return TrainResult(run_dir=run_dir, iterations=done, final_checkpoint=final, metrics=metrics,
-                       skipped_images=all_skipped, skipped_steps=skipped_steps, model=model)
+def _remove_if_no_checkpoint(run_dir: Path) -> None:
+    """A fresh run that failed before its first checkpoint leaves nothing behind: its folder held
+    only the config and the log of a run that cannot be resumed."""
+    if run_dir.is_dir() and not ckpt.list_checkpoints(run_dir) and not (run_dir / "model_final.pt").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"removed the run folder {run_dir}: the run stopped before its first checkpoint", file=sys.stderr)
 
 
 def _train_loader(train_set, transforms, cfg: Config, start_iter: int):
@@ -248,7 +295,7 @@ def _train_loader(train_set, transforms, cfg: Config, start_iter: int):
 
     return build_train_loader(train_set, transforms, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                               rank=dist.rank(), world_size=dist.world_size(), start_iter=start_iter,
-                              num_workers=cfg.data.num_workers)
+                              num_workers=cfg.data.num_workers, ignore_in_workers=tuple(cfg.train.preempt_signals))
 
 
 def _wrap(model: PoseSegModel, device: torch.device):
@@ -287,14 +334,13 @@ def _grad_sum(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
     return torch.stack(grads).sum() if grads else torch.zeros((), device=device)
 
 
-def _skip_step(skipped: int, limit: int, iteration: int, what: str, terms: str, logger) -> int:
-    """Count one skipped step; past ``train.max_skipped_steps`` stop the run with the loss table."""
+def _count_skipped(skipped: int, limit: int, iteration: int, what: str) -> int:
+    """Count one skipped step; past ``train.max_skipped_steps`` stop the run."""
     skipped += 1
     if limit and skipped > limit:
         raise FloatingPointError(f"{skipped} steps skipped for a non-finite {what} (train.max_skipped_steps={limit}); "
-                                 f"last at iteration {iteration}: {terms}. The run is not learning: lower "
-                                 "train.base_lr or set train.clip_grad_norm")
-    logger.message(f"skipping iteration {iteration}: non-finite {what} ({terms})")
+                                 f"last at iteration {iteration}. The run is not learning: lower train.base_lr or "
+                                 "set train.clip_grad_norm")
     return skipped
 
 
@@ -305,12 +351,17 @@ def _all_finite(total: torch.Tensor, device: torch.device) -> bool:
 
 def _all_agree(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is true on any rank (a NaN or a time limit stops all processes together)."""
-    value = torch.tensor([float(flag)], device=device)
+    return _all_agree_each([flag], device)[0]
+
+
+def _all_agree_each(flags: list[bool], device: torch.device) -> list[bool]:
+    """:func:`_all_agree` for several flags in one collective."""
+    value = torch.tensor([float(f) for f in flags], device=device)
     if dist.is_distributed():
         import torch.distributed as tdist
 
         tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
-    return bool(value.item() > 0)
+    return [bool(v > 0) for v in value.tolist()]
 
 
 def _memory_mb(device: torch.device) -> float:
@@ -319,7 +370,9 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _save(path: Path, model: PoseSegModel, optimizer, clock: TrainingClock, iteration: int, cfg: Config) -> None:
+def _save(path: Path, model: PoseSegModel, optimizer, clock: TrainingClock, iteration: int, cfg: Config) -> float:
+    """Write a checkpoint (rank 0) that resumes exactly; returns the seconds it took."""
+    start = time.perf_counter()
     rng = dist.all_gather_objects(ckpt.capture_rng_state())  # every rank's streams: exact resume
     if dist.is_main():
         save_checkpoint(path, {
@@ -327,4 +380,5 @@ def _save(path: Path, model: PoseSegModel, optimizer, clock: TrainingClock, iter
             "iteration": iteration, "rng": rng, "config": cfg.to_dict(), "keypoint_schema": model.keypoint_schema,
         })
     dist.barrier()
+    return time.perf_counter() - start
 
