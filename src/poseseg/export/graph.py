@@ -71,7 +71,7 @@ class InferenceGraph(nn.Module):
             same = mask_pooled is not None and m.mask_trunk is None and same_pooling(m.mask_pooler, m.keypoint_pooler)
             pooled = mask_pooled if same else m.keypoint_pooler(features, [boxes], image_sizes)
             heatmaps, offsets = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H)
-            decoded = m.keypoint_head.codec.decode(heatmaps, offsets, boxes)
+            decoded = m.keypoint_head.decode(heatmaps, offsets, boxes)  # calibrated scores
             outputs += [decoded.keypoints[:-1], decoded.scores[:-1], decoded.peaks[:-1]]
         return tuple(outputs)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from poseseg.modeling.conv_tower import ConvTower, zero_loss
 from poseseg.modeling.keypoint_codec import DecodedKeypoints, KeypointCodec
+from poseseg.modeling.score_calibration import ScoreCalibration
 
 
 MSE_SCALE = 20.0
@@ -35,6 +36,7 @@ class KeypointHead(nn.Module):
         nn.init.kaiming_normal_(self.heatmap_deconv.weight, mode="fan_out", nonlinearity="relu")
         # mse: start every heatmap near 0.01 so the initial loss is not dominated by the background
         nn.init.constant_(self.heatmap_deconv.bias, -math.log(99.0) if loss == "mse" else 0.0)
+        self.score_calibration = ScoreCalibration()  # identity until `poseseg calibrate` fits it
         self.offset_deconv = None
         self.loss_names = ("loss_keypoint", "loss_keypoint_offset") if offsets else ("loss_keypoint",)
         if offsets:
@@ -84,10 +86,16 @@ class KeypointHead(nn.Module):
             losses["loss_keypoint_offset"] = F.smooth_l1_loss(pred[w], tgt[w], beta=1 / 9)
         return losses
 
+    def decode(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, rois: torch.Tensor) -> DecodedKeypoints:
+        """The codec's keypoints for (R, 4) RoIs, with scores through the fitted calibration."""
+        decoded = self.codec.decode(heatmaps, offsets, rois)
+        decoded.scores = self.score_calibration(decoded.scores)  # (R, K)
+        return decoded
+
     @torch.no_grad()
     def inference(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None,
                   boxes: list[torch.Tensor]) -> list[DecodedKeypoints]:
-        decoded = self.codec.decode(heatmaps, offsets, torch.cat(boxes))
+        decoded = self.decode(heatmaps, offsets, torch.cat(boxes))
         counts = [b.shape[0] for b in boxes]
         return [DecodedKeypoints(k, s, p) for k, s, p in
                 zip(decoded.keypoints.split(counts), decoded.scores.split(counts), decoded.peaks.split(counts))]

@@ -135,7 +135,7 @@ def convert_torchvision_classifier(state: dict, *, source: str = "") -> Conversi
 # Parts of our parameter and buffer names that torchvision never has; they keep their (zero / fresh)
 # initialisation: deformable convs' offset_conv, the keypoint head's offset_deconv, deformable RoI
 # pooling's offset_fc, and trainable BatchNorm's step counter.
-OURS_ONLY = ("offset_conv", "offset_deconv", "offset_fc", "num_batches_tracked")
+OURS_ONLY = ("offset_conv", "offset_deconv", "offset_fc", "num_batches_tracked", "score_calibration")
 _OURS_ONLY = re.compile("|".join(OURS_ONLY))
 
 
