@@ -140,6 +140,16 @@ def test_csv_has_a_row_per_keypoint(sample, tmp_path):
     assert {r["person"] for r in rows if r["image_id"] == "197388"} == {"0", "1", "2", "3", "4"}
 
 
+def test_csv_takes_video_frames_from_their_records(tmp_path):
+    """Video frames have no image entry: the record's file_name, frame and track_id fill the row."""
+    frame = {"image_id": 100_003, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5, "file_name": "clip.mp4",
+             "frame": 3, "track_id": 7, "keypoints": [5, 6, 1, 0, 0, 0], "keypoint_scores": [0.8, 0.1]}
+    path = write_predictions("csv", [frame], [], tmp_path, category=person_category(["head", "tail"]))[0]
+    rows = [dict(r) for r in csv.DictReader(path.open())]
+    assert [(r["image"], r["frame"], r["track_id"], r["keypoint"], r["x"], r["visibility"]) for r in rows] == [
+        ("clip.mp4", "3", "7", "head", "5.000", "1"), ("clip.mp4", "3", "7", "tail", "", "0")]
+
+
 def test_writers_never_overwrite(sample, tmp_path):
     records, images, category = sample
     for fmt in SAVE_FORMATS:

@@ -66,9 +66,11 @@ class ImagePeople:
         try:
             return int(self.info["width"]), int(self.info["height"])
         except (KeyError, TypeError, ValueError):
-            raise ConvertError(f"image {self.info.get('file_name')!r} (id {self.info.get('id')}) has no width/height; "
-                               f"annotation-tool files need the picture size (give images with 'width' and "
-                               f"'height')") from None
+            what = (f"image {self.info['file_name']!r} (id {self.info.get('id')}) has no width/height"
+                    if self.info.get("file_name") else f"records refer to image id {self.info.get('id')}, which is "
+                    f"not in the images given")
+            raise ConvertError(f"{what}: annotation-tool files need each picture's size; give every image as "
+                               f"{{'id', 'file_name', 'width', 'height'}}") from None
 
 
 def _person(index: int, record: dict, num_keypoints: int | None) -> PersonRecord:
