@@ -33,6 +33,8 @@ class PredictReport:
     seconds: float = 0.0
     skipped_frames: int = 0  # unreadable video frames (the rest of the video was used)
     tracks: int = 0  # distinct track IDs over all tracked sequences
+    image_infos: list[dict] = field(default_factory=list)  # id, file_name, width, height of every image read
+    saved: list[Path] = field(default_factory=list)  # the --save-format files (beside predictions.json)
 
 
 def expand_sources(sources: list[str]) -> list[Path]:
@@ -65,7 +67,11 @@ class VideoOptions:
 
 def run_predict(weights: str, sources: list[str], *, out: str | None = None, config: str | None = None,
                 score_thresh: float = 0.5, device: str = "auto", batch_size: int = 1, show_offsets: bool = False,
-                overrides: list[str] | None = None, video: VideoOptions | None = None) -> PredictReport:
+                overrides: list[str] | None = None, video: VideoOptions | None = None,
+                save_format: str = "coco") -> PredictReport:
+    """Predict every source into a new folder: overlays, ``predictions.json`` (COCO results) and, with
+    ``save_format`` other than ``coco``, pre-annotations for an annotation tool
+    (``poseseg.data.convert.writers``: labelstudio, cvat, yolo-pose, csv)."""
     from tqdm import tqdm
 
     from poseseg.engine.run_log import output_dir
@@ -73,6 +79,7 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     from poseseg.track.sources import is_stream
 
     video = video or VideoOptions()
+    _check_save_format(save_format, sources, video)  # before the model loads
     if video.smooth:
         video.track = True  # smoothing is per track
     if video.stride < 1 or (video.max_frames is not None and video.max_frames < 1):
@@ -107,7 +114,33 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     bar.close()
     report.seconds = time.perf_counter() - start
     (out_dir / "predictions.json").write_text(json.dumps(results))
+    if save_format != "coco":
+        from poseseg.data.convert.writers import person_category, write_predictions
+
+        schema = predictor.schema or {}
+        k = next((len(r["keypoints"]) // 3 for r in results if "keypoints" in r), None)
+        category = person_category(schema.get("names"), schema.get("skeleton"), num_keypoints=k)
+        report.saved = write_predictions(save_format, results, report.image_infos, out_dir, category=category)
     return report
+
+
+def _check_save_format(save_format: str, sources: list[str], video: VideoOptions) -> None:
+    """A known format, and for the annotation-tool formats only image files (a tool annotates pictures)."""
+    from poseseg.data.convert.writers import SAVE_FORMATS, SEQUENCE_FORMATS
+    from poseseg.track.sources import is_stream
+
+    if save_format not in SAVE_FORMATS:
+        raise ValueError(f"--save-format {save_format!r} is not a format; choose one of {', '.join(SAVE_FORMATS)}")
+    if save_format in SEQUENCE_FORMATS:
+        return
+    tracked = video.track or video.smooth  # smoothing implies tracking
+    frames = [s for s in sources if is_stream(s) or (tracked and _holds_images(Path(s)))]
+    files = expand_sources([s for s in sources if s not in frames])
+    frames += [str(p) for p in files if p.suffix.lower() in VIDEO_EXTS]
+    if frames:
+        raise ValueError(f"--save-format {save_format} writes pre-annotations of image files, and {frames[0]} is a "
+                         f"video, stream or tracked frame sequence: predict its frames as image files (a folder "
+                         f"without --track), or choose --save-format {' or '.join(SEQUENCE_FORMATS)}")
 
 
 def _holds_images(folder: Path) -> bool:
@@ -134,6 +167,8 @@ def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, 
         report.images += 1
         image_id = report.images
         _save_overlay(predictor, array, pred, show_offsets).save(out_dir / f"{path.stem}_pred.jpg", quality=92)
+        report.image_infos.append({"id": image_id, "file_name": str(path), "width": int(array.shape[1]),
+                                   "height": int(array.shape[0])})
         _add_results(results, pred, image_id, {"file_name": str(path)}, report)
 
 

@@ -139,36 +139,16 @@ def test_yolo_pose_polygons_join_their_person(tmp_path):
         convert("yolo-pose", root / "data.yaml", tmp_path / "c.json")
 
 
-def _rle_pack(values: np.ndarray, word: int = 8, run_bits=(2, 4, 8, 16)) -> list[int]:
-    """thi.ng rle-pack's encoder, as Label Studio's brush tool writes ``rle``: runs of a repeated value as
-    (1, size selector, length - 1, value), single values as literals (0, selector, 0, value)."""
-    bits = [format(len(values), "032b"), format(word - 1, "05b")] + [format(b - 1, "04b") for b in run_bits]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i] and j + 1 - i < 2 ** run_bits[-1]:
-            j += 1
-        length = j - i + 1
-        sel = next(k for k, b in enumerate(run_bits) if length - 1 < 2 ** b)
-        bits.append(("1" if length > 1 else "0") + format(sel, "02b") + format(length - 1, f"0{run_bits[sel]}b")
-                    + format(int(values[i]), f"0{word}b"))
-        i = j + 1
-    stream = "".join(bits)
-    stream += "0" * (-len(stream) % 8)
-    return [int(stream[k:k + 8], 2) for k in range(0, len(stream), 8)]
-
-
 def test_label_studio_brush_masks_are_person_regions(tmp_path, capsys):
-    from poseseg.data.convert.brush_rle import decode_brush_rle
+    from poseseg.data.convert.brush_rle import decode_brush_rle, encode_brush_rle
 
     h, w = 40, 60
     mask = np.zeros((h, w), bool)
     mask[8:30, 20:35] = True
-    mask[12, 21] = False  # a hole: a literal value inside a run
-    rgba = np.zeros((h, w, 4), np.uint8)
-    rgba[mask] = (255, 0, 0, 255)
-    rle = _rle_pack(rgba.reshape(-1))
+    mask[12, 21] = False  # a hole
+    rle = encode_brush_rle(mask, color=(255, 0, 0, 255))  # red: runs and one-value literals alternate
     assert np.array_equal(decode_brush_rle(rle, h, w), mask)
+    assert rle[:4] == [0, 0, 37, 128] and len(rle) < h * w  # 9600 values (32-bit count), run-length packed
     with pytest.raises(ValueError, match="original_width"):
         decode_brush_rle(rle, h + 1, w)
     size = {"original_width": w, "original_height": h, "image_rotation": 0}
@@ -186,3 +166,112 @@ def test_label_studio_brush_masks_are_person_regions(tmp_path, capsys):
     kps = np.asarray(ann[0]["keypoints"]).reshape(-1, 3)
     assert kps[0].tolist() == pytest.approx([27.0, 20.0, 2])  # the nose, inside the brushed person
     assert any("outside every person region" in n for n in notes)  # the neck point is not on the person
+
+
+# --------------------------------------------------------------------- what used to pass silently (issue 26)
+
+
+def test_yolo_coordinates_outside_0_1_are_refused_with_file_and_line(tmp_path, capsys):
+    root = tmp_path / "ds"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    Image.new("RGB", (100, 50), 0).save(root / "images" / "train" / "a.jpg")
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nkpt_shape: [17, 3]\nnames: {0: person}\n")
+    good = " ".join(["0.5 0.5 2"] * 17)
+    label = root / "labels" / "train" / "a.txt"
+    label.write_text(f"0 0.5 0.5 0.2 0.8 {good}\n0 0.5 0.5 0.2 0.8 {' '.join(['0.5 0.5 2'] * 16)} 37 12 2\n")
+    with pytest.raises(ConvertError, match=r"a.txt:2: keypoint 17 \(right_ankle\) x = 37 is outside 0..1: YOLO "
+                                           r"coordinates are normalised to 0..1"):
+        convert("yolo-pose", root / "data.yaml", tmp_path / "c.json")
+    label.write_text(f"0 1.2 0.5 0.2 0.8 {good}\n")  # a box centre past the right border
+    assert main(["convert-data", "yolo-pose", str(root / "data.yaml"), "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert "a.txt:1: box cx = 1.2 is outside 0..1" in err and "divide pixel coordinates" in err
+    assert "Traceback" not in err and not (tmp_path / "c.json").exists()
+    label.write_text(f"0 0.5 0.5 0.2 0.8 {good}\n")
+    (root / "segments").mkdir()
+    (root / "segments" / "a.txt").write_text("0 0.4 0.1 0.6 0.1 0.6 -0.2\n")
+    with pytest.raises(ConvertError, match=r"segments/a.txt:1: point 3 y = -0.2 is outside 0..1"):
+        convert("yolo-pose", root / "data.yaml", tmp_path / "c.json", segments=root / "segments")
+
+
+def test_label_studio_unsupported_results_are_counted_and_no_0x0_person_is_written(tmp_path, capsys):
+    size = {"original_width": 200, "original_height": 160, "image_rotation": 0}
+    results = [
+        {"id": "e1", "type": "ellipselabels", **size,
+         "value": {"x": 50, "y": 50, "radiusX": 10, "radiusY": 20, "ellipselabels": ["person"]}},
+        {"id": "c1", "type": "choices", "from_name": "quality", "to_name": "image", "value": {"choices": ["blurry"]}},
+        {"id": "k1", "type": "keypointlabels", **size, "value": {"x": 50, "y": 40, "keypointlabels": ["nose"]}},
+    ]
+    src = tmp_path / "ls.json"
+    src.write_text(json.dumps([{"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": results}]}]))
+    assert main(["convert-data", "label-studio", str(src), "--out", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert json.loads((tmp_path / "c.json").read_text())["annotations"] == []  # was: one person with a 0x0 box
+    assert "1 people dropped: their box is 0 px wide or high (first in a.jpg)" in out
+    assert "ls.json: results ignored by type: 1 ellipselabels, 1 choices; supported: people as polygonlabels, " \
+           "rectanglelabels, brushlabels" in out
+
+
+def test_label_studio_keypoint_visibility_choices_and_parts_of_one_person(tmp_path):
+    """Per-keypoint 'choices' give v=1/2, a missing point is v=0, and a polygon whose parentID is a rectangle is the
+    mask of the rectangle's person (not a second person); a task without annotations is read from its prediction."""
+    size = {"original_width": 200, "original_height": 100, "image_rotation": 0}
+    point = {"x": 25.0, "y": 30.0, "width": 0.5}
+    results = [
+        {"id": "r", "type": "rectanglelabels", **size,
+         "value": {"x": 10, "y": 10, "width": 30, "height": 80, "rectanglelabels": ["person"]}},
+        {"id": "o", "parentID": "r", "type": "polygonlabels", **size,
+         "value": {"points": [[12, 12], [38, 12], [38, 88], [12, 88]], "polygonlabels": ["person"]}},
+        {"id": "k1", "parentID": "r", "type": "keypointlabels", **size, "value": {**point, "keypointlabels": ["nose"]}},
+        {"id": "k1", "type": "choices", "from_name": "visibility", **size, "value": {**point, "choices": ["occluded"]}},
+        {"id": "k2", "parentID": "r", "type": "keypointlabels", **size,
+         "value": {"x": 30.0, "y": 50.0, "keypointlabels": ["neck"]}},
+        {"id": "k2", "type": "choices", "from_name": "visibility", **size, "value": {"choices": ["visible"]}},
+        {"id": "k3", "type": "keypointlabels", **size, "value": {"x": 90.0, "y": 50.0, "keypointlabels": ["tail"]}},
+    ]
+    src = tmp_path / "ls.json"
+    src.write_text(json.dumps([{"id": 1, "data": {"image": "a.jpg"}, "predictions": [{"result": results}]}]))
+    out, notes = convert("label-studio", src, tmp_path / "c.json")
+    data = json.loads(out.read_text())
+    assert data["categories"][0]["keypoints"] == ["nose", "neck", "tail"]
+    [person] = data["annotations"]
+    assert person["bbox"] == pytest.approx([20, 10, 60, 80])  # the rectangle's box
+    assert person["area"] == pytest.approx(52 * 76, rel=0.05)  # the polygon's mask
+    assert person["keypoints"][2::3] == [1, 2, 0]  # occluded, visible, not labelled (outside the person)
+    assert any("1 keypoints outside every person region" in n for n in notes)
+
+
+def test_negative_coordinates_are_counted_and_the_first_is_named(tmp_path, capsys):
+    data = json.loads((FIXTURES / "cvat_coco_keypoints.json").read_text())
+    first = next(a for a in data["annotations"] if a["category_id"] == 1)
+    first["bbox"][0] = -3.5
+    second = [a for a in data["annotations"] if a["category_id"] == 1][1]
+    second["keypoints"][1] = -2.0  # the first keypoint's y (its v is 2)
+    second["keypoints"][2] = 2
+    src = tmp_path / "neg.json"
+    src.write_text(json.dumps(data))
+    out, notes = convert("cvat-coco", src, tmp_path / "coco.json")
+    name = json.loads(out.read_text())["images"][0]["file_name"]
+    want = f"2 annotation(s) have negative coordinates, first: annotation {first['id']} in {name}: bbox x = -3.5"
+    assert any(n.startswith(want) and "fix the points in the annotation tool" in n for n in notes), notes
+    assert main(["check-data", "--data", str(out), "--images", str(tmp_path), "--fast", *FIVE]) == 1  # images missing
+    assert f"WARNING  {want}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("images", [[], [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}]])
+def test_check_data_calls_an_empty_dataset_an_error_in_trains_words(images, tmp_path, capsys):
+    Image.new("RGB", (64, 48)).save(tmp_path / "a.jpg")
+    (tmp_path / "d.json").write_text(json.dumps({"images": images, "annotations": [], "categories": [
+        {"id": 1, "name": "person", "keypoints": ["nose", "neck"], "skeleton": []}]}))
+    args = ["--data", str(tmp_path / "d.json"), "--images", str(tmp_path)]
+    assert main(["check-data", *args, "data.oks_sigmas=[0.026,0.079]", "model.keypoint.num_keypoints=2"]) == 1
+    out = capsys.readouterr().out
+    error = next(line for line in out.splitlines() if line.startswith("ERROR"))[len("ERROR    "):]
+    assert ("has no images: nothing to train on" if not images else
+            "has no images with people of category 'person': nothing to train on") in error
+    assert out.rstrip().endswith("NOT OK (1 errors)")
+    assert main(["train", *args, "--iters", "1", "--output-dir", str(tmp_path / "runs"),
+                 "data.oks_sigmas=[0.026,0.079]", "model.keypoint.num_keypoints=2"]) == 2
+    assert error in capsys.readouterr().err  # train refuses it with the same sentence
+    assert not (tmp_path / "runs").exists()

@@ -29,6 +29,7 @@ from poseseg.cli.commands import (
     cmd_weights,
 )
 from poseseg.config import ConfigError
+from poseseg.data.convert.writers import SAVE_FORMATS
 from poseseg.safe_write import WriteFailed
 
 EXIT_WRITE_FAILED = 74  # sysexits EX_IOERR: a write failed (disk full, quota); the previous files are intact
@@ -135,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop each video or stream after this many frames")
     p.add_argument("--stride", type=int, default=1, help="use every S-th frame of videos and streams")
     p.add_argument("--test-flip", action="store_true", help="flip test-time augmentation (model.test_flip)")
+    p.add_argument("--save-format", default="coco", choices=SAVE_FORMATS,
+                   help="also write the predictions as pre-annotations an annotation tool imports: labelstudio "
+                        "(tasks JSON + labeling config), cvat (CVAT for images 1.1 XML), yolo-pose (dataset folder), "
+                        "csv (a row per keypoint); coco (default): predictions.json only")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of the weights, e.g. --set model.input.test_size=640 (repeatable)")
     p.set_defaults(func=cmd_predict)

@@ -10,7 +10,13 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from poseseg.data.coco_json import DatasetError, check_schema, load_coco_json, parse_coco_people
+from poseseg.data.coco_json import (
+    DatasetError,
+    check_schema,
+    empty_dataset_problem,
+    load_coco_json,
+    parse_coco_people,
+)
 from poseseg.data.eval_sanity import check_ground_truth
 from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb
 from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
@@ -107,9 +113,9 @@ def summarize_dataset(json_path: str | os.PathLike, image_dir: str | os.PathLike
     if report["num_size_mismatches"]:
         report["errors"].append(f"{report['num_size_mismatches']} images differ in size from the JSON's "
                                 f"width/height (they would be skipped)")
-    c = report["counts"]
-    if c.get("people", 0) == 0:
-        report["warnings"].append("no usable (non-crowd) person annotations: nothing to train on")
+    empty = empty_dataset_problem(json_path, parsed.stats, parsed.category["name"])
+    if empty:
+        report["errors"].append(empty)  # train refuses it with these words
     # what `poseseg eval` would warn about, in the same words
     report["eval_warnings"] = check_ground_truth(load_coco_json(json_path), category_id=parsed.category["id"],
                                                  sigmas=schema.sigmas if schema is not None else None,

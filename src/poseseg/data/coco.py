@@ -37,7 +37,13 @@ import pycocotools.mask as mask_utils
 import torch
 from torch.utils.data import Dataset
 
-from poseseg.data.coco_json import DatasetError, check_schema, parse_coco_people, resolve_schema
+from poseseg.data.coco_json import (
+    DatasetError,
+    check_schema,
+    empty_dataset_problem,
+    parse_coco_people,
+    resolve_schema,
+)
 from poseseg.data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, load_image_rgb, rgb_to_tensor
 from poseseg.keypoint_schema import KeypointSchema
 from poseseg.types import Target
@@ -86,14 +92,15 @@ class _BadImageLog:
 
 def require_image_folder(dataset: "CocoPeopleDataset", *, flag: str = "--images", first: int = 20,
                          allow_empty: bool = False) -> None:
-    """Refuse, before any data worker starts, a dataset with no images or whose first files are all missing
-    (a wrong ``--images`` folder would otherwise print a traceback from every worker)."""
+    """Refuse, before any data worker starts, a dataset with no images, no people (``allow_empty`` accepts
+    both, for validation) or whose first files are all missing (a wrong ``--images`` folder would otherwise
+    print a traceback from every worker)."""
     n = len(dataset)
+    empty = empty_dataset_problem(dataset.json_path, dataset.stats, dataset.category["name"])
+    if empty and not allow_empty:
+        raise DatasetError(empty)  # the same words as check-data's error
     if n == 0:
-        if allow_empty:
-            return
-        raise DatasetError(f"{dataset.json_path} has no images with people of category "
-                           f"{dataset.category['name']!r}: nothing to train on (check the file and data.category)")
+        return
     probe = min(n, first)
     if not any(dataset.image_path(i).is_file() for i in range(probe)):
         raise DatasetError(f"none of the first {probe} files of {dataset.json_path} exist under {dataset.image_dir} "

@@ -21,7 +21,8 @@ import pycocotools.mask as mask_utils
 
 from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES, KeypointSchema, skeleton_outside
 
-__all__ = ["DatasetError", "check_schema", "resolve_schema", "parse_coco_people"]
+__all__ = ["DatasetError", "check_schema", "resolve_schema", "parse_coco_people", "negative_coordinate",
+           "negative_coordinates_warning", "empty_dataset_problem"]
 
 
 class DatasetError(ValueError):
@@ -143,6 +144,44 @@ class _Parsed:
     bad_box_examples: list[dict]
 
 
+def negative_coordinate(ann: dict) -> str | None:
+    """The first negative coordinate of a COCO annotation, e.g. ``bbox x = -3.2`` or ``keypoint 5 y = -0.5``
+    (labelled keypoints only: v = 0 points carry no position); None when it has none."""
+    bbox = ann.get("bbox")
+    if isinstance(bbox, (list, tuple)) and len(bbox) == 4:
+        for name, value in zip("xy", bbox[:2]):
+            if isinstance(value, (int, float)) and value < 0:
+                return f"bbox {name} = {value:g}"
+    raw = ann.get("keypoints") or []
+    for i in range(len(raw) // 3):
+        x, y, v = raw[3 * i:3 * i + 3]
+        if isinstance(v, (int, float)) and v > 0:
+            for name, value in (("x", x), ("y", y)):
+                if isinstance(value, (int, float)) and value < 0:
+                    return f"keypoint {i + 1} {name} = {value:g}"
+    return None
+
+
+def negative_coordinates_warning(count: int, first: str) -> str:
+    """The one wording of the negative-coordinates warning (check-data, training, convert-data)."""
+    return (f"{count} annotation(s) have negative coordinates, first: {first}; a box is clipped at 0 and a "
+            f"keypoint outside the picture gets no training target: fix the points in the annotation tool (or "
+            f"set their visibility to 0 if they are not in the picture)")
+
+
+def empty_dataset_problem(json_path: str | Path, stats: dict, category_name: str) -> str | None:
+    """Why a dataset holds nothing to train on (no images, or images without one non-crowd person), with the
+    fix; None when it has people. ``train`` refuses such a dataset and ``check-data`` reports it as an error."""
+    if not stats.get("images_total"):
+        return (f"{json_path} has no images: nothing to train on (its 'images' list is empty; check --data, or "
+                f"export the annotations again with the images included)")
+    if not stats.get("people"):
+        return (f"{json_path} has no images with people of category {category_name!r}: nothing to train on "
+                f"({stats.get('images_total')} image(s), no non-crowd annotation of that category; check the file "
+                f"and data.category)")
+    return None
+
+
 def load_coco_json(json_path: Path) -> dict:
     """The COCO dict of a dataset JSON, or a DatasetError that says what is wrong with the file."""
     try:
@@ -192,6 +231,7 @@ def parse_coco_people(json_path: Path, *, category: str | int, schema: KeypointS
                  people_with_keypoints=0, people_without_mask=0, bad_polygons=0,
                  annotations_unknown_image=0, duplicate_image_ids=0)
     bad_box_examples: list[dict] = []
+    negative, first_negative = 0, ""
 
     images = data["images"]
     stats["images_total"] = len(images)
@@ -237,6 +277,10 @@ def parse_coco_people(json_path: Path, *, category: str | int, schema: KeypointS
         rows = []
         for ann in per_image[i]:
             crowd = 1 if ann.get("iscrowd", 0) else 0
+            where = negative_coordinate(ann)
+            if where:
+                negative += 1
+                first_negative = first_negative or f"annotation {ann.get('id')} in {fname}: {where}"
             bbox = ann.get("bbox")
             try:
                 x, y, bw, bh = (float(v) for v in bbox)
@@ -328,6 +372,8 @@ def parse_coco_people(json_path: Path, *, category: str | int, schema: KeypointS
     if stats["dropped_boxes"]:
         warns.append(f"{stats['dropped_boxes']} annotations dropped: box narrower or lower than "
                      f"{min_box_size:g} px after clipping to the image")
+    if negative:
+        warns.append(negative_coordinates_warning(negative, first_negative))
     if stats["people_without_mask"]:
         warns.append(f"{stats['people_without_mask']} people have no segmentation (their mask is empty)")
     del data, per_image, images, index

@@ -4,7 +4,7 @@
 [[x, y, score], ...]}], "keypoint_schema"}``. ``coco``: ``{"image", "results": [COCO result
 records, as in poseseg predict's predictions.json], "categories", "keypoint_schema"}``. Masks
 are COCO RLE (``{"size": [h, w], "counts": str}``) or polygons (lists of flat ``[x1, y1, x2,
-y2, ...]`` outlines, OpenCV's contours).
+y2, ...]`` outlines, ``poseseg.data.polygons``).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_util
 
+from poseseg.data.polygons import mask_polygons
 from poseseg.keypoint_schema import KeypointSchema
 from poseseg.modeling.postprocess import coco_records
 
@@ -92,12 +93,3 @@ def encode_mask(mask: np.ndarray, mask_format: str) -> dict | list[list[float]]:
         return mask_polygons(mask)
     rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def mask_polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer outlines of a binary mask, each ``[x1, y1, x2, y2, ...]`` (3 points or more)."""
-    import cv2
-
-    contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]

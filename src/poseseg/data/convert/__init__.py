@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from poseseg.data.convert.people import ConvertError, write_coco
+from poseseg.data.convert.people import ConvertError, coordinate_notes, write_coco
 
 __all__ = ["FORMATS", "convert", "ConvertError"]
 
@@ -23,7 +23,8 @@ def convert(fmt: str, source: str | os.PathLike, out: str | os.PathLike, *, cate
     """Convert ``source`` (a file of format ``fmt``) into ``out``; returns (written path, notes).
 
     ``to-yolo-pose`` reads a COCO JSON (``images`` = its image folder) and writes a YOLO-pose
-    dataset folder ``out``; every other format writes the COCO JSON ``out``.
+    dataset folder ``out``; every other format writes the COCO JSON ``out``. The notes count what was
+    dropped or looks wrong (people without a size, ignored results, negative coordinates).
     """
     notes: list[str] = []
     if fmt == "cvat-coco":
@@ -33,7 +34,7 @@ def convert(fmt: str, source: str | os.PathLike, out: str | os.PathLike, *, cate
     elif fmt == "cvat-xml":
         from poseseg.data.convert.cvat_xml import read_cvat_xml
 
-        data = read_cvat_xml(source, category=category)
+        data = read_cvat_xml(source, category=category, notes=notes)
     elif fmt == "label-studio":
         from poseseg.data.convert.label_studio import read_label_studio
 
@@ -41,7 +42,7 @@ def convert(fmt: str, source: str | os.PathLike, out: str | os.PathLike, *, cate
     elif fmt == "yolo-pose":
         from poseseg.data.convert.yolo_pose import read_yolo_pose
 
-        data, images_dir = read_yolo_pose(source, split=split, segments=segments)
+        data, images_dir = read_yolo_pose(source, split=split, segments=segments, notes=notes)
         notes.append(f"images of this split: {images_dir} (give it to --images)")
     elif fmt == "to-yolo-pose":
         from poseseg.data.convert.yolo_pose import write_yolo_pose
@@ -56,6 +57,7 @@ def convert(fmt: str, source: str | os.PathLike, out: str | os.PathLike, *, cate
     else:
         raise ConvertError(f"unknown format {fmt!r}; choose {', '.join(FORMATS)}")
     people = len(data["annotations"])
+    notes += coordinate_notes(data)
     notes.insert(0, f"{len(data['images'])} images, {people} people, "
                     f"{len(data['categories'][0]['keypoints'])} keypoints per person")
     return write_coco(data, out), notes

@@ -4,7 +4,8 @@ Per ``<image name width height>``: a ``<skeleton label>`` per person whose ``<po
 occluded points="x,y">`` children are its keypoints (outside -> v=0, occluded -> v=1, else 2),
 and the person's ``<polygon points="x0,y0;x1,y1;...">`` / ``<mask rle left top width height>``
 (CVAT's row-major run lengths inside the box, background first) / ``<box>``. Shapes and skeletons
-of one person share a ``group_id``; without one, a mask goes to the skeleton whose points it holds.
+of one person share a ``group_id`` (several polygons or masks of one group are one mask); without one, a
+mask goes to the skeleton whose points it holds.
 The keypoint order and the edges come from the skeleton label's ``<svg>`` in ``<meta>``.
 """
 from __future__ import annotations
@@ -18,9 +19,16 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from poseseg.data.convert.people import ConvertError, ImageRecord, Person, assign_to_regions, to_coco
+from poseseg.data.convert.people import (
+    ConvertError,
+    ImageRecord,
+    Person,
+    assign_to_regions,
+    merge_parts,
+    to_coco,
+)
 
-__all__ = ["read_cvat_xml", "cvat_mask_to_rle"]
+__all__ = ["read_cvat_xml", "cvat_mask_to_rle", "mask_to_cvat_rle"]
 
 
 def cvat_mask_to_rle(rle_text: str, left: int, top: int, width: int, height: int, image_h: int,
@@ -40,6 +48,22 @@ def cvat_mask_to_rle(rle_text: str, left: int, top: int, width: int, height: int
     rle = mask_utils.encode(plane)
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def mask_to_cvat_rle(mask: np.ndarray) -> tuple[str, int, int, int, int] | None:
+    """(H, W) bool mask -> CVAT's ``<mask>`` attributes (rle, left, top, width, height): the runs of the mask's
+    box, row by row, background first (the inverse of :func:`cvat_mask_to_rle`); None for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    left, top = int(xs.min()), int(ys.min())
+    width, height = int(xs.max()) - left + 1, int(ys.max()) - top + 1
+    flat = np.asarray(mask[top:top + height, left:left + width], bool).ravel()
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.r_[0, edges, flat.size]).tolist()
+    if flat[0]:
+        runs.insert(0, 0)  # the runs start with the background
+    return ", ".join(map(str, runs)), left, top, width, height
 
 
 def _skeleton_schema(root: ET.Element, label: str) -> tuple[list[str], list[list[int]]]:
@@ -73,8 +97,9 @@ def _points(text: str) -> np.ndarray:
     return np.asarray([[float(v) for v in p.split(",")] for p in text.split(";") if p], np.float64)
 
 
-def read_cvat_xml(xml_path: str | os.PathLike, *, category: str = "person") -> dict:
-    """COCO dict of a CVAT for images 1.1 export; ``category`` names the skeleton and mask label."""
+def read_cvat_xml(xml_path: str | os.PathLike, *, category: str = "person", notes: list[str] | None = None) -> dict:
+    """COCO dict of a CVAT for images 1.1 export; ``category`` names the skeleton and mask label; what was
+    dropped is added to ``notes``."""
     xml_path = Path(xml_path)
     try:
         root = ET.parse(xml_path).getroot()
@@ -117,13 +142,17 @@ def read_cvat_xml(xml_path: str | os.PathLike, *, category: str = "person") -> d
                 boxes[group] = [x0, y0, x1 - x0, y1 - y0]
         rec.people = _pair(skeletons, regions, boxes, h, w)
         records.append(rec)
-    return to_coco(records, keypoint_names=names, skeleton=edges, category=category)
+    return to_coco(records, keypoint_names=names, skeleton=edges, category=category, notes=notes)
 
 
 def _pair(skeletons, regions, boxes, h, w) -> list[Person]:
-    """One Person per skeleton with its region (same group_id, else the region holding its points)."""
+    """One Person per skeleton with its region (the shapes of its group_id, else the region holding its points)."""
     people, free = [], []
-    by_group = {g: r for g, r in regions if g}
+    grouped: dict = {}
+    for g, r in regions:
+        if g:
+            grouped.setdefault(g, []).append(r)
+    by_group = {g: merge_parts(parts, h, w) for g, parts in grouped.items()}  # several outlines: one mask
     for group, kp in skeletons:
         region = by_group.pop(group, None) if group else None
         person = region or Person()
@@ -131,7 +160,7 @@ def _pair(skeletons, regions, boxes, h, w) -> list[Person]:
         people.append(person)
         if region is None:
             free.append(person)
-    loose = [r for g, r in regions if not g or g in by_group]
+    loose = [r for g, r in regions if not g] + list(by_group.values())
     if free and loose:
         masks = [mask_utils.decode(_as_rle(r, h, w)).astype(bool) for r in loose]
         owner = assign_to_regions([p.keypoints[p.keypoints[:, 2] > 0, :2] for p in free], masks)

@@ -6,22 +6,32 @@ A list of tasks ``{"data": {"image": ...}, "annotations": [{"result": [...]}]}``
 ``width``, ``height``). Keypoints are grouped per person by, in order: a ``parentID`` naming the
 person's polygon/rectangle, a ``relation`` result between them, or the region that contains the
 point. ``brushlabels`` masks (``rle``: Label Studio's bit-packed RGBA stream, see ``brush_rle``) are
-person regions as polygons are.
+person regions as polygons are; person regions linked by ``parentID`` are one person (e.g. a brush mask
+under its rectangle). A keypoint's visibility is a per-region ``choices`` result with the keypoint's id
+("occluded" -> v=1, else v=2); an unlabelled keypoint (v=0) has no result. A task without a finished
+annotation is read from its first prediction (pre-annotations, as ``poseseg predict --save-format
+labelstudio`` writes them).
 """
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pycocotools.mask as mask_utils
 
 from poseseg.data.convert.brush_rle import decode_brush_rle
-from poseseg.data.convert.people import ConvertError, ImageRecord, Person, to_coco
+from poseseg.data.convert.people import ConvertError, ImageRecord, Person, merge_parts, to_coco
 from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
-__all__ = ["read_label_studio"]
+__all__ = ["read_label_studio", "REGION_TYPES", "VISIBILITY_CHOICES"]
+
+REGION_TYPES = ("polygonlabels", "rectanglelabels", "brushlabels")  # a person's region (with the person label)
+SUPPORTED = (*REGION_TYPES, "keypointlabels", "relation")
+VISIBILITY_CHOICES = {1: "occluded", 2: "visible"}  # the per-keypoint choice poseseg writes for COCO v
+OCCLUDED = {"occluded", "hidden", "invisible", "not visible"}  # choices read as v = 1
 
 
 def _image_name(task: dict) -> str:
@@ -55,9 +65,51 @@ def _region_mask(res: dict, h: int, w: int) -> tuple[Person, np.ndarray]:
     return person, mask_utils.decode(rle).astype(bool)
 
 
+def _task_results(task: dict) -> list[dict]:
+    """The results of a task's first finished annotation, else of its first prediction (pre-annotations)."""
+    done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    source = done or [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+    return (source[0].get("result") or []) if source else []
+
+
+def _labels(res: dict) -> list:
+    return (res.get("value") or {}).get(res.get("type"), []) or []
+
+
+def _person_regions(results: list[dict], category: str, h: int, w: int) -> tuple[list[tuple[Person, np.ndarray]],
+                                                                                dict]:
+    """The people's regions as (Person, (H, W) bool mask), and each region id -> its person's index. A region
+    whose ``parentID`` names another person region is a part of that person (its mask under its rectangle,
+    one outline of several), as poseseg's own Label Studio writer links them."""
+    parts = {r.get("id"): r for r in results if r.get("type") in REGION_TYPES and category in _labels(r)}
+
+    def root(rid):
+        seen = {rid}
+        while parts[rid].get("parentID") in parts and parts[rid]["parentID"] not in seen:
+            rid = parts[rid]["parentID"]
+            seen.add(rid)
+        return rid
+
+    groups: dict = {}
+    for rid in parts:
+        groups.setdefault(root(rid), []).append(rid)
+    regions, region_ids = [], {}
+    for members in groups.values():
+        drawn = [_region_mask(parts[rid], h, w) for rid in members]
+        person = merge_parts([d[0] for d in drawn], h, w)
+        for rid in members:
+            region_ids[rid] = len(regions)
+        regions.append((person, np.logical_or.reduce([d[1] for d in drawn])))
+    return regions, region_ids
+
+
 def read_label_studio(json_path: str | os.PathLike, *, category: str = "person",
                       keypoint_names: list[str] | None = None) -> tuple[dict, list[str]]:
-    """(COCO dict, notes) of a Label Studio JSON export; ``category`` is the person label of the regions."""
+    """(COCO dict, notes) of a Label Studio JSON export; ``category`` is the person label of the regions.
+
+    A task's first finished annotation is read, else its first prediction. Results of other types (ellipses,
+    choices that are not a keypoint's visibility, text, ...) are ignored and counted in the notes by type.
+    """
     json_path = Path(json_path)
     try:
         tasks = json.loads(json_path.read_text())
@@ -67,37 +119,40 @@ def read_label_studio(json_path: str | os.PathLike, *, category: str = "person",
         raise ConvertError(f"{json_path} is not a Label Studio JSON export (a list of tasks); export as 'JSON'")
     seen: list[str] = []
     for task in tasks:
-        for ann in task.get("annotations") or []:
-            for res in ann.get("result") or []:
-                for name in (res.get("value") or {}).get("keypointlabels") or []:
-                    if name not in seen:
-                        seen.append(name)
+        for res in _task_results(task):
+            for name in (res.get("value") or {}).get("keypointlabels") or []:
+                if name not in seen:
+                    seen.append(name)
     names = keypoint_names or (list(COCO_KEYPOINT_NAMES) if sorted(seen) == sorted(COCO_KEYPOINT_NAMES) else seen)
     if not names:
         raise ConvertError(f"{json_path} has no keypointlabels results")
     index = {n: i for i, n in enumerate(names)}
     notes = {"keypoints outside every person region skipped": 0, "keypoints with a name not in the schema": 0}
+    ignored: Counter = Counter()  # result type -> count (what this reader does not read)
+    other_labels: Counter = Counter()  # label -> count of regions that are not people
     records = []
     for task in tasks:
-        done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-        results = done[0].get("result") or [] if done else []
+        results = _task_results(task)
+        keypoint_ids = {r.get("id") for r in results if r.get("type") == "keypointlabels"}
+        for r in results:
+            if r.get("type") in REGION_TYPES and category not in _labels(r):
+                other_labels.update(_labels(r) or ["(none)"])
+            elif r.get("type") not in SUPPORTED and not (r.get("type") == "choices" and r.get("id") in keypoint_ids):
+                ignored[r.get("type")] += 1
         sized = [r for r in results if r.get("original_width")]
         if not sized:
             continue
         w, h = int(sized[0]["original_width"]), int(sized[0]["original_height"])
         rec = ImageRecord(file_name=_image_name(task), width=w, height=h)
-        regions, region_ids = [], {}
-        for r in results:
-            labels = (r.get("value") or {}).get(r.get("type"), [])
-            if r.get("type") in ("polygonlabels", "rectanglelabels", "brushlabels") and category in labels:
-                region_ids[r.get("id")] = len(regions)
-                regions.append(_region_mask(r, h, w))
+        regions, region_ids = _person_regions(results, category, h, w)
         links = {}
         for r in results:
             if r.get("type") == "relation":
                 for a, b in ((r.get("from_id"), r.get("to_id")), (r.get("to_id"), r.get("from_id"))):
                     if b in region_ids:
                         links[a] = region_ids[b]
+        visibility = {r.get("id"): _visibility(r) for r in results
+                      if r.get("type") == "choices" and r.get("id") in keypoint_ids}
         kps = np.zeros((max(len(regions), 1), len(names), 3))
         for r in results:
             if r.get("type") != "keypointlabels":
@@ -118,12 +173,29 @@ def read_label_studio(json_path: str | os.PathLike, *, category: str = "person",
             if owner is None:
                 notes["keypoints outside every person region skipped"] += 1
                 continue
-            kps[owner, index[name]] = [x, y, 2]
+            kps[owner, index[name]] = [x, y, visibility.get(r.get("id"), 2)]
         people = [person for person, _ in regions] or [Person()]
         for j, person in enumerate(people):
             person.keypoints = kps[j]
-        rec.people = [p for p in people if p.polygons or p.bbox or (p.keypoints[:, 2] > 0).any()]
+        rec.people = [p for p in people if p.polygons or p.rle is not None or p.bbox or (p.keypoints[:, 2] > 0).any()]
         records.append(rec)
+    lines = [f"{n} {what}" for what, n in notes.items() if n]
+    if other_labels:
+        lines.append(f"{json_path.name}: {sum(other_labels.values())} regions not labelled {category!r} ignored "
+                     f"({', '.join(f'{n} {label}' for label, n in other_labels.most_common())}); --category names "
+                     f"the person label")
+    if ignored:
+        lines.append(f"{json_path.name}: results ignored by type: "
+                     f"{', '.join(f'{n} {t}' for t, n in ignored.most_common())}; supported: people as "
+                     f"{', '.join(REGION_TYPES)} (joined by parentID), keypointlabels, relation, and per-keypoint "
+                     f"'choices' of visibility ({', '.join(sorted(OCCLUDED))} -> occluded); redraw the others as "
+                     f"one of those")
     skeleton = [[a + 1, b + 1] for a, b in COCO_SKELETON] if names == list(COCO_KEYPOINT_NAMES) else []
-    return (to_coco(records, keypoint_names=names, skeleton=skeleton, category=category),
-            [f"{n} {what}" for what, n in notes.items() if n])
+    data = to_coco(records, keypoint_names=names, skeleton=skeleton, category=category, notes=lines)
+    return data, lines
+
+
+def _visibility(choice_result: dict) -> int:
+    """COCO visibility of a keypoint from its per-region visibility choice: 1 (occluded) or 2 (visible)."""
+    chosen = [str(c).lower() for c in (choice_result.get("value") or {}).get("choices") or []]
+    return 1 if any(c in OCCLUDED for c in chosen) else 2

@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 
-__all__ = ["ConvertError", "Person", "ImageRecord", "to_coco", "write_coco", "assign_to_regions"]
+from poseseg.data.coco_json import negative_coordinate, negative_coordinates_warning
+
+__all__ = ["ConvertError", "Person", "ImageRecord", "to_coco", "write_coco", "assign_to_regions", "coordinate_notes",
+           "merge_parts"]
 
 
 class ConvertError(ValueError):
@@ -48,6 +51,19 @@ def _mask_rle(person: Person, h: int, w: int) -> dict | None:
     return mask_utils.merge(mask_utils.frPyObjects(polys, h, w)) if polys else None
 
 
+def merge_parts(parts: list[Person], height: int, width: int) -> Person:
+    """One person drawn as several regions (outlines, brush strokes, masks, a rectangle) -> one Person: the
+    union of their masks (polygons stay polygons unless a part is an RLE) and the box of a rectangle part."""
+    if len(parts) == 1:
+        return parts[0]
+    bbox = next((p.bbox for p in parts if p.bbox is not None and not p.polygons and p.rle is None), None)
+    shaped = [p for p in parts if p.polygons or p.rle is not None]
+    if any(p.rle is not None for p in shaped):
+        rle = mask_utils.merge([_mask_rle(p, height, width) for p in shaped])
+        return Person(rle={"size": [int(v) for v in rle["size"]], "counts": _counts_str(rle)}, bbox=bbox)
+    return Person(polygons=[poly for p in shaped for poly in p.polygons], bbox=bbox)
+
+
 def _person_box(person: Person, rle: dict | None) -> list[float] | None:
     if person.bbox is not None:
         return [float(v) for v in person.bbox]
@@ -63,10 +79,12 @@ def _person_box(person: Person, rle: dict | None) -> list[float] | None:
 
 
 def to_coco(images: list[ImageRecord], *, keypoint_names: list[str], skeleton: list[list[int]] | None = None,
-            category: str = "person") -> dict:
-    """COCO keypoints JSON (1-based ``skeleton`` as COCO stores it); people without a box are dropped."""
+            category: str = "person", notes: list[str] | None = None) -> dict:
+    """COCO keypoints JSON (1-based ``skeleton`` as COCO stores it). People without a box, or whose box is
+    0 px wide or high (one keypoint and no region), are dropped; ``notes`` gets a line counting the latter."""
     k = len(keypoint_names)
     out_images, anns = [], []
+    flat, first_flat = 0, ""
     for image_id, rec in enumerate(images, start=1):
         out_images.append({"id": image_id, "file_name": rec.file_name, "width": int(rec.width),
                            "height": int(rec.height)})
@@ -74,6 +92,10 @@ def to_coco(images: list[ImageRecord], *, keypoint_names: list[str], skeleton: l
             rle = _mask_rle(person, rec.height, rec.width)
             box = _person_box(person, rle)
             if box is None:
+                continue
+            if not (box[2] > 0 and box[3] > 0):  # never write a 0x0 person: nothing can train or score on it
+                flat += 1
+                first_flat = first_flat or rec.file_name
                 continue
             kp = person.keypoints if person.keypoints is not None else np.zeros((k, 3))
             if kp.shape != (k, 3):
@@ -88,9 +110,24 @@ def to_coco(images: list[ImageRecord], *, keypoint_names: list[str], skeleton: l
                          "bbox": [round(v, 3) for v in box], "area": area, "segmentation": segmentation,
                          "keypoints": [round(float(v), 3) if i % 3 != 2 else int(v) for i, v in enumerate(kp.ravel())],
                          "num_keypoints": int((kp[:, 2] > 0).sum())})
+    if flat and notes is not None:
+        notes.append(f"{flat} people dropped: their box is 0 px wide or high (first in {first_flat}), e.g. a single "
+                     f"keypoint without a person region; draw a rectangle, polygon or brush region around each person")
     return {"images": out_images, "annotations": anns,
             "categories": [{"id": 1, "name": category, "supercategory": category, "keypoints": list(keypoint_names),
                             "skeleton": [list(map(int, e)) for e in skeleton or []]}]}
+
+
+def coordinate_notes(data: dict) -> list[str]:
+    """convert-data's note on a converted COCO dict: annotations with negative coordinates (check-data's words)."""
+    files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
+    count, first = 0, ""
+    for ann in data.get("annotations", []):
+        where = negative_coordinate(ann)
+        if where:
+            count += 1
+            first = first or f"annotation {ann.get('id')} in {files.get(ann.get('image_id'))}: {where}"
+    return [negative_coordinates_warning(count, first)] if count else []
 
 
 def _counts_str(rle: dict) -> str:

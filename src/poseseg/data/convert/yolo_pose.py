@@ -42,10 +42,20 @@ def _parse_floats(line: str, where: str) -> list[float]:
         raise ConvertError(f"{where}: not a list of numbers: {line.strip()[:80]!r}") from None
 
 
+def _require_normalised(named: list[tuple[str, float]], where: str) -> None:
+    """Refuse the first value outside 0..1 (a pixel coordinate, or a box past the border) with file:line."""
+    for name, value in named:
+        if not 0.0 <= value <= 1.0:
+            raise ConvertError(f"{where}: {name} = {value:g} is outside 0..1: YOLO coordinates are normalised to "
+                               f"0..1 by the image width and height; divide pixel coordinates by them, and clip "
+                               f"boxes and points to the image")
+
+
 def read_yolo_pose(data_yaml: str | os.PathLike, *, split: str = "train", class_id: int = 0,
-                   segments: str | os.PathLike | None = None,
-                   keypoint_names: list[str] | None = None) -> tuple[dict, Path]:
-    """(COCO dict, images folder) of one split of a YOLO-pose dataset."""
+                   segments: str | os.PathLike | None = None, keypoint_names: list[str] | None = None,
+                   notes: list[str] | None = None) -> tuple[dict, Path]:
+    """(COCO dict, images folder) of one split of a YOLO-pose dataset; what was dropped is added to ``notes``.
+    A coordinate outside 0..1 is refused with its file:line (Ultralytics refuses such labels too)."""
     data_yaml = Path(data_yaml)
     try:
         spec = yaml.safe_load(data_yaml.read_text()) or {}
@@ -87,6 +97,9 @@ def read_yolo_pose(data_yaml: str | os.PathLike, *, split: str = "train", class_
                 continue
             cx, cy, bw, bh = values[1:5]
             kp = np.asarray(values[5:], np.float64).reshape(k, dims)
+            _require_normalised([("box cx", cx), ("box cy", cy), ("box w", bw), ("box h", bh)]
+                                + [(f"keypoint {i + 1} ({names[i]}) {axis}", kp[i, a])
+                                   for i in range(k) for a, axis in enumerate("xy")], f"{label}:{n}")
             xy = kp[:, :2] * [w, h]
             vis = kp[:, 2] if dims == 3 else np.where((kp[:, 0] > 0) | (kp[:, 1] > 0), 2.0, 0.0)
             rec.people.append(Person(keypoints=np.concatenate([xy, vis[:, None]], 1),
@@ -95,7 +108,7 @@ def read_yolo_pose(data_yaml: str | os.PathLike, *, split: str = "train", class_
             _attach_polygons(rec, Path(segments) / f"{image_path.stem}.txt", class_id)
         records.append(rec)
     skeleton = [[a + 1, b + 1] for a, b in COCO_SKELETON] if [n.lower() for n in names] == COCO_KEYPOINT_NAMES else []
-    return to_coco(records, keypoint_names=list(names), skeleton=skeleton), images_dir
+    return to_coco(records, keypoint_names=list(names), skeleton=skeleton, notes=notes), images_dir
 
 
 def _attach_polygons(rec: ImageRecord, seg_file: Path, class_id: int) -> None:
@@ -107,7 +120,10 @@ def _attach_polygons(rec: ImageRecord, seg_file: Path, class_id: int) -> None:
         values = _parse_floats(line, f"{seg_file}:{n}")
         if len(values) < 7 or int(values[0]) != class_id:
             continue
-        pts = np.asarray(values[1:1 + 2 * ((len(values) - 1) // 2)]).reshape(-1, 2) * [rec.width, rec.height]
+        pts = np.asarray(values[1:1 + 2 * ((len(values) - 1) // 2)]).reshape(-1, 2)
+        _require_normalised([(f"point {i + 1} {'xy'[a]}", v) for i, p in enumerate(pts) for a, v in enumerate(p)],
+                            f"{seg_file}:{n}")
+        pts = pts * [rec.width, rec.height]
         x0, y0 = pts.min(0)
         x1, y1 = pts.max(0)
         polys.append((pts.ravel().tolist(), [x0, y0, x1 - x0, y1 - y0]))
@@ -126,7 +142,11 @@ def _attach_polygons(rec: ImageRecord, seg_file: Path, class_id: int) -> None:
 
 def write_yolo_pose(coco: dict, images_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     split: str = "train", category: str | int = "person", link_images: bool = True) -> Path:
-    """COCO keypoints -> ``out_dir/labels/<split>/*.txt`` + ``images/<split>`` (links) + ``data.yaml``."""
+    """COCO keypoints -> ``out_dir/labels/<split>/*.txt`` + ``images/<split>`` (links) + ``data.yaml``.
+
+    Boxes and keypoints are clipped to the image (Ultralytics, and :func:`read_yolo_pose`, refuse values
+    outside 0..1); a v = 0 keypoint is written ``0 0 0``.
+    """
     cats = coco.get("categories") or []
     cat = next((c for c in cats if c.get("name") == category or c.get("id") == category), None)
     if cat is None or not cat.get("keypoints"):
@@ -147,10 +167,11 @@ def write_yolo_pose(coco: dict, images_dir: str | os.PathLike, out_dir: str | os
         lines = []
         for a in per_image.get(im["id"], []):
             x, y, bw, bh = (float(v) for v in a["bbox"])
+            x0, y0, x1, y1 = np.clip([x, y, x + bw, y + bh], 0, [w, h, w, h])  # YOLO has nothing outside 0..1
             kp = np.asarray(a.get("keypoints") or [0.0] * 3 * k, np.float64).reshape(k, 3)
             kp[kp[:, 2] <= 0] = 0.0
-            norm = np.stack([kp[:, 0] / w, kp[:, 1] / h, kp[:, 2]], 1)
-            numbers = [(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h]
+            norm = np.stack([np.clip(kp[:, 0] / w, 0, 1), np.clip(kp[:, 1] / h, 0, 1), kp[:, 2]], 1)
+            numbers = [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
             cells = [f"{v:.6f}" for v in numbers] + [f"{v:.6f}" if i % 3 != 2 else str(int(v))
                                                      for i, v in enumerate(norm.ravel())]
             lines.append("0 " + " ".join(cells))
