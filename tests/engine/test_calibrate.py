@@ -1,9 +1,12 @@
-"""The drawing threshold for keypoint scores comes from labelled data."""
+"""Keypoint scores from labelled data: the calibration to probabilities, its error, the drawing threshold."""
 import numpy as np
 import pytest
+import torch
 
 from poseseg.keypoint_schema import COCO_SIGMAS
-from poseseg.engine.calibrate import keypoint_score_threshold
+from poseseg.engine.calibrate import (apply_calibration, expected_calibration_error, fit_calibration,
+                                      keypoint_score_threshold)
+from poseseg.modeling.score_calibration import KNOTS, ScoreCalibration
 
 
 def _person(rng, x, y):
@@ -33,3 +36,62 @@ def test_no_matched_people_gives_zero():
                                                     "keypoints": np.zeros((0, 17, 3)),
                                                     "keypoint_scores": np.zeros((0, 17))})], COCO_SIGMAS)
     assert thresh == 0.0 and stats["keypoints"] == 0
+
+
+def _naive_ece(scores, right, bins=15):
+    """ECE by a plain loop over keypoints: the reference for engine.calibrate."""
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [i for i, s in enumerate(scores) if lo <= s < hi or (b == bins - 1 and s == 1.0)]
+        if members:
+            conf = sum(scores[i] for i in members) / len(members)
+            acc = sum(right[i] for i in members) / len(members)
+            total += len(members) * abs(conf - acc)
+    return total / len(scores)
+
+
+def test_ece_matches_a_plain_loop():
+    rng = np.random.default_rng(1)
+    scores = rng.random(500)
+    scores[:3] = [0.0, 1.0, 14 / 15]  # the edges
+    right = rng.random(500) < scores**2
+    assert expected_calibration_error(scores, right) == pytest.approx(_naive_ece(scores.tolist(), right.tolist()))
+
+
+@pytest.mark.parametrize("method,most", [("isotonic", 0.03), ("platt", 0.06)])  # platt: a logistic curve only
+def test_fitted_map_makes_scores_probabilities_on_fresh_samples(method, most):
+    rng = np.random.default_rng(2)
+    def draw(n):  # raw scores in [0, 0.3] (a spatial softmax peak); P(right) = (score / 0.3) ** 2
+        s = rng.random(n) * 0.3
+        return s, rng.random(n) < (s / 0.3) ** 2
+    xs, ys = fit_calibration(*draw(4000), method=method)
+    s, r = draw(4000)
+    assert expected_calibration_error(s, r) > 0.15
+    assert expected_calibration_error(apply_calibration(s, xs, ys), r) < most
+    assert np.all(np.diff(xs) > 0) and np.all(np.diff(ys) >= 0)
+
+
+def test_too_few_or_one_sided_outcomes_are_refused():
+    with pytest.raises(ValueError, match="at least 66 keypoints"):
+        fit_calibration(np.random.rand(10), np.random.rand(10) < 0.5)
+    with pytest.raises(ValueError, match="right and wrong"):
+        fit_calibration(np.random.rand(100), np.zeros(100, dtype=bool))
+    with pytest.raises(ValueError, match="isotonic or platt"):
+        fit_calibration(np.random.rand(100), np.random.rand(100) < 0.5, method="histogram")
+
+
+def test_the_torch_map_equals_numpy_interp_and_old_checkpoints_load_as_identity():
+    rng = np.random.default_rng(3)
+    xs = np.sort(rng.random(KNOTS)).astype(np.float32)
+    ys = np.sort(rng.random(KNOTS)).astype(np.float32)
+    calibration = ScoreCalibration()
+    calibration.set_knots(xs, ys)
+    s = rng.random((7, 17)).astype(np.float32) * 1.2 - 0.1  # beyond the knots too
+    got = calibration(torch.from_numpy(s)).numpy()
+    np.testing.assert_allclose(got, np.interp(s, xs, ys), atol=1e-6)
+    fresh = ScoreCalibration()
+    fresh.load_state_dict({}, strict=True)  # a checkpoint from before calibration existed
+    assert not bool(fresh.fitted) and torch.equal(fresh(torch.tensor([0.3])), torch.tensor([0.3]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        calibration.set_knots(xs[::-1].copy(), ys)

@@ -2,7 +2,7 @@
 function in :mod:`poseseg.cli.commands`.
 
 Verbs: synth, check-data, convert-data, show-data, train, eval, predict, export, serve, demo,
-weights, convert-weights, distill, presets, config. Every verb that takes a config also takes
+weights, convert-weights, distill, calibrate, presets, config. Every verb that takes a config also takes
 ``key=value`` overrides of any config key; the flags are shorthands for the most common keys.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import sys
 
 from poseseg.cli.commands import (
+    cmd_calibrate,
     cmd_check_data,
     cmd_config,
     cmd_convert_data,
@@ -213,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="a distill run folder (or checkpoint) to continue")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the student")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("calibrate", help="make keypoint scores probabilities (right within OKS-ks 0.5): fit on "
+                                         "labelled pictures, write a calibrated checkpoint")
+    p.add_argument("--weights", required=True, help="a checkpoint or named weights")
+    p.add_argument("--data", required=True, help="COCO keypoints JSON of pictures the model did not train on")
+    p.add_argument("--images", required=True, help="their image folder")
+    p.add_argument("--out", required=True, help="the calibrated checkpoint to write (never overwritten)")
+    p.add_argument("--method", default="isotonic", choices=("isotonic", "platt"),
+                   help="isotonic (default; measured best, benchmarks/RESULTS.md) or platt")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. model.test_flip=true)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=cmd_presets)

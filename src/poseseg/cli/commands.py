@@ -204,6 +204,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from poseseg.engine.calibrate import calibrate_checkpoint
+
+    report = calibrate_checkpoint(args.weights, args.data, args.images, args.out, method=args.method,
+                                  overrides=list(args.overrides), device=args.device)
+    print(report.summary())
+    print(f"calibrated checkpoint: {args.out}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from poseseg.export.onnx_export import export_checkpoint
 
