@@ -94,6 +94,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _keypoint_sigmas(args: argparse.Namespace, cfg, model, dataset) -> list[float] | None:
     """The OKS sigmas that score the keypoints, once the data is known to have the model's keypoints (a
     model is scored only on its own keypoint schema: no override makes trained weights predict others)."""
+    from poseseg.predictor import is_onnx
+
     if "keypoint" not in model.heads:
         return None
     k = cfg.model.keypoint.num_keypoints
@@ -104,10 +106,11 @@ def _keypoint_sigmas(args: argparse.Namespace, cfg, model, dataset) -> list[floa
                          "(person_keypoints_*.json)")
     if dataset.schema.num_keypoints != k:
         theirs = dataset.schema.num_keypoints
+        start = "CHECKPOINT.pt (the one it was exported from)" if is_onnx(args.weights) else args.weights
         raise ValueError(
             f"{args.weights} predicts {k} keypoints ({names}) but {args.data} has {theirs} "
             f"({', '.join(dataset.schema.names)}): evaluate it on data with these {k} keypoints, or fine-tune it on "
-            f"this data first: poseseg train --init-weights {args.weights} --data {args.data} --images {args.images} "
+            f"this data first: poseseg train --init-weights {start} --data {args.data} --images {args.images} "
             f"model.keypoint.num_keypoints={theirs} (joints of the same name keep what they learned)")
     sigmas = cfg.data.oks_sigmas or dataset.schema.sigmas or (model.keypoint_schema or {}).get("sigmas")
     if not sigmas:
