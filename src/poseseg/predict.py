@@ -134,6 +134,16 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     return report
 
 
+def _skip_after_model_failure(report: PredictReport, what: list[str], error: ModelRunError) -> None:
+    """The model failed on ``what`` (pictures, or a video whose frames share one size). Before it has run on
+    anything it cannot run at all: re-raised, so the run stops before writing anything. After it has
+    worked: those are skipped and counted, the run goes on."""
+    if not report.images + report.frames:
+        raise error
+    report.failed += [f"{w} (the model failed on it)" for w in what]
+    print(f"warning: skipping {', '.join(what)}: {error}", file=sys.stderr)
+
+
 def _holds_images(folder: Path) -> bool:
     """A folder of frames (tracked as one sequence); a folder of videos is expanded instead."""
     return folder.is_dir() and any(f.suffix.lower() in IMAGE_EXTS for f in folder.iterdir())
@@ -156,10 +166,7 @@ def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, 
     try:
         preds = predictor.predict_batch(arrays, with_offsets=show_offsets)
     except ModelRunError as e:
-        if not report.images + report.frames:
-            raise  # the model has run on nothing yet: it cannot run at all, so stop before writing anything
-        report.failed += [f"{p} (the model failed on it)" for p in good]  # after others worked: skip these
-        print(f"warning: skipping {', '.join(map(str, good))}: {e}", file=sys.stderr)
+        _skip_after_model_failure(report, [str(p) for p in good], e)
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, array, pred in zip(good, arrays, preds):
@@ -205,6 +212,8 @@ def _predict_sequence(predictor, spec: str | Path, out_dir: Path, results: list,
                 mot += mot_lines(index, pred["boxes"], pred["track_ids"], pred["scores"])
             report.frames += 1
             bar.update(1)
+    except ModelRunError as e:
+        _skip_after_model_failure(report, [str(spec)], e)
     finally:
         bar.close()
         writer.close()

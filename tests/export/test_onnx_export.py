@@ -11,6 +11,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
+from video_helpers import write_mjpeg_clip
 
 import poseseg
 from poseseg.cli import main
@@ -348,14 +349,16 @@ def test_a_file_that_fails_in_onnx_runtime_stops_before_any_output(checkpoint_17
                  "--images", str(coco_sample), "--out", str(eval_out)]) == 2
     assert "could not be run" in capsys.readouterr().err and not eval_out.exists()  # no empty --out folder
 
-    # the same file runs on a 200x260 picture: once it has worked, a picture it fails on is skipped and counted
+    # the same file runs on a 200x260 picture: once it has worked, a picture or video it fails on is skipped
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     Image.fromarray(np.full((200, 260, 3), 128, np.uint8)).save(pictures / "a_small.png")
     (pictures / "b_785.jpg").write_bytes(photo.read_bytes())
+    write_mjpeg_clip(pictures / "c_clip.mkv", [np.asarray(Image.open(photo).convert("RGB"))] * 2)
     assert main(["predict", "--weights", str(rotten), str(pictures), "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "skipping" in err and "b_785.jpg" in err and "1 file(s) could not be read" in err
+    assert "b_785.jpg (the model failed on it)" in err and "c_clip.mkv (the model failed on it)" in err
+    assert "2 file(s) could not be read" in err and not list(out.glob("c_clip*"))
     assert (out / "a_small_pred.jpg").is_file() and not (out / "b_785_pred.jpg").exists()
     predicted = {r["file_name"] for r in json.loads((out / "predictions.json").read_text())}
     assert predicted <= {str(pictures / "a_small.png")}

@@ -142,7 +142,6 @@ class FrameSource:
                 errors += 1
         self.on_skip(f"{self.name}: {MAX_CONSECUTIVE_ERRORS} read errors in a row; stopping at frame {index}")
 
-
     def _check_complete(self, decoded: int) -> None:
         """Warn when a video file ends well before the length its header announces (a file cut short)."""
         expected = self.expected_frames
@@ -179,7 +178,7 @@ def _first_other_size(files: list[Path]) -> str | None:
         if first is None:
             first = (path, size)
         elif size != first[1]:
-            return (f"{path.name} is {size[0]}x{size[1]} but {first[0].name} is {first[1][0]}x{first[1][1]}")
+            return f"{path.name} is {size[0]}x{size[1]} but {first[0].name} is {first[1][0]}x{first[1][1]}"
     return None
 
 

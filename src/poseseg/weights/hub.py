@@ -150,7 +150,7 @@ def _unloadable_source_error(source: HubFile, error: Exception) -> ValueError:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
-    reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    reason = type(error).__name__ + (f": {str(error).splitlines()[0]}" if str(error).strip() else "")
     if match and not sha.hexdigest().startswith(match.group(1)):
         named, actual = match.group(1), sha.hexdigest()[:len(match.group(1))]
         return ValueError(f"the cached file {path} is corrupt: its SHA-256 begins {actual}, not {named} as its name "

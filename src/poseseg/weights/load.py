@@ -53,7 +53,6 @@ def load_model(weights: str | Path, *, config: str | Path | None = None,
                              f"({first}): trained weights keep the shapes they were trained with; drop the "
                              f"overrides, or to change the model (e.g. another keypoint count) fine-tune it: "
                              f"poseseg train --init-weights {weights} --data ... with the overrides") from None
-        raise ValueError(f"{weights} does not fit the config ({first}); pass the config it was trained with, or "
-                         "leave --config out to use the one saved in the checkpoint") from None
+        raise ValueError(f"{weights} does not fit the config ({first}); pass the config it was trained with") from None
     model.keypoint_schema = payload.get("keypoint_schema") if isinstance(payload, dict) else None
     return model.eval(), cfg
