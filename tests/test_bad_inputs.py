@@ -182,3 +182,12 @@ def test_eval_leaves_out_unreadable_images_and_names_them_all(trained_checkpoint
     # the medium-size AP is undefined rather than 0
     assert metrics["bbox"]["APm"] is None and metrics["bbox"]["APs"] is not None
     assert "and 2 more" in unreadable_images([f"{i}.jpg (missing)" for i in range(7)], 9)["message"]
+
+
+def test_training_ends_with_its_evaluation_despite_an_unreadable_val_image(synth_data, tmp_path):
+    val = tmp_path / "val"
+    shutil.copytree(synth_data / "val", val)
+    (val / "000002.jpg").write_bytes(b"not a jpeg")
+    run = train(tiny_config(synth_data, tmp_path / "runs", **{"train.iters": 1, "data.val_images": val}), quiet=True)
+    warnings = json.loads((run.run_dir / "metrics.json").read_text())["warnings"]
+    assert any(w["code"] == "unreadable_images" and "000002.jpg" in w["message"] for w in warnings)
