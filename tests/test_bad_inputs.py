@@ -1,5 +1,6 @@
 """Bad inputs that used to slip through: each one now fails early with a message that names the fix."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from poseseg.cli import main
 from poseseg.config import ConfigError, load_config
+from poseseg.data.eval_sanity import unreadable_images
 from poseseg.weights.checkpoint_file import load_checkpoint
 from poseseg.engine.train import train
 from synth_helpers import engine_overrides, tiny_config
@@ -116,3 +118,76 @@ def test_a_malicious_pickle_gets_our_sentence_not_torchs_advice(tmp_path, capsys
     assert "not a plain checkpoint" in str(info.value) and "untrusted" in str(info.value)
     assert "weights_only=False" not in str(info.value)
     assert "owned" not in capsys.readouterr().out  # the payload never ran
+
+
+def test_predict_names_missing_paths_and_empty_folders_before_loading_anything(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a picture")
+    out = tmp_path / "out"
+    args = ["predict", "--weights", str(tmp_path / "not_loaded_yet.pt"), str(tmp_path / "photos"),
+            str(tmp_path / "empty"), str(tmp_path / "*.jpg"), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "photos: no such file or folder" in err and "empty: no pictures or videos in this folder" in err
+    assert "*.jpg: no file matches this pattern" in err
+    assert ".png" in err and ".mp4" in err and ".txt lists" in err  # what predict takes
+    assert "file_name" not in err and "not_loaded_yet" not in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_failed_predict_writes_no_predictions_and_keeps_the_last_ones(trained_checkpoint, synth_data, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "p"
+    assert main(["predict", "--weights", str(trained_checkpoint), str(bad), "--out", str(out)]) == 1
+    assert not out.exists()  # no empty folder, no predictions.json holding []
+    good = str(synth_data / "val" / "000001.jpg")
+    assert main(["predict", "--weights", str(trained_checkpoint), good, "--out", str(out)]) == 0
+    before = (out / "predictions.json").read_text()
+    assert main(["predict", "--weights", str(trained_checkpoint), str(bad), "--out", str(out)]) == 1
+    assert (out / "predictions.json").read_text() == before and not (tmp_path / "p2").exists()
+    assert not list(out.glob(".*.tmp"))  # written through a temporary file, renamed into place
+
+
+def test_tracking_refuses_a_folder_of_pictures_of_different_sizes(trained_checkpoint, synth_data, tmp_path, capsys):
+    from PIL import Image
+
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    for name in ("000001.jpg", "000002.jpg"):
+        (stills / name).write_bytes((synth_data / "val" / name).read_bytes())
+    Image.open(synth_data / "val" / "000003.jpg").resize((200, 120)).save(stills / "000003.jpg")
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(trained_checkpoint), str(stills), "--track", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "000003.jpg is 200x120 but 000001.jpg is 160x160" in err and "without --track" in err
+    assert not out.exists()
+
+
+def test_eval_leaves_out_unreadable_images_and_names_them_all(trained_checkpoint, synth_data, tmp_path, capsys):
+    images = tmp_path / "val"
+    shutil.copytree(synth_data / "val", images)
+    (images / "000001.jpg").unlink()
+    (images / "000002.jpg").write_bytes((images / "000002.jpg").read_bytes()[:200])  # truncated
+    (images / "000004.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "eval"
+    assert main(["eval", "--weights", str(trained_checkpoint), "--data", str(synth_data / "val.json"), "--images",
+                 str(images), "--out", str(out), "--backend", "pycocotools"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    warning = next(w for w in metrics["warnings"] if w["code"] == "unreadable_images")
+    assert warning["count"] == 3 and "3 of 4 images could not be read" in warning["message"]
+    assert all(name in warning["message"] for name in ("000001.jpg", "000002.jpg", "000004.jpg"))
+    assert "unreadable_images" in capsys.readouterr().err
+    # the people of the left-out images are not counted as missed: 000003.jpg holds one small person only, so
+    # the medium-size AP is undefined rather than 0
+    assert metrics["bbox"]["APm"] is None and metrics["bbox"]["APs"] is not None
+    assert "and 2 more" in unreadable_images([f"{i}.jpg (missing)" for i in range(7)], 9)["message"]
+
+
+def test_training_ends_with_its_evaluation_despite_an_unreadable_val_image(synth_data, tmp_path):
+    val = tmp_path / "val"
+    shutil.copytree(synth_data / "val", val)
+    (val / "000002.jpg").write_bytes(b"not a jpeg")
+    run = train(tiny_config(synth_data, tmp_path / "runs", **{"train.iters": 1, "data.val_images": val}), quiet=True)
+    warnings = json.loads((run.run_dir / "metrics.json").read_text())["warnings"]
+    assert any(w["code"] == "unreadable_images" and "000002.jpg" in w["message"] for w in warnings)

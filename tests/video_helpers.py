@@ -20,6 +20,8 @@ def write_mjpeg_clip(path: Path, frames: list[np.ndarray], fps: int = 10, corrup
             buf = io.BytesIO()
             Image.fromarray(frame).save(buf, format="JPEG", quality=92)
             packet = av.Packet(b"\x00not a jpeg\xff" * 40 if i in corrupt else buf.getvalue())
-            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, stream.time_base
+            # in frame units: Matroska keeps its own time base and rescales (the header then holds the true duration)
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, fps)
+            packet.duration = 1
             container.mux(packet)
     return path

@@ -1,9 +1,12 @@
 """``poseseg predict``: images, folders, globs, videos, streams or .txt lists -> overlays + COCO results JSON.
 
 An unreadable file is skipped with a warning and listed at the end; the run fails only when
-nothing at all could be read. Videos and streams are decoded by PyAV; an unreadable frame is
-skipped and counted. ``track=True`` gives every person a track ID across the frames of a video,
-stream or folder of frames (``poseseg.track``), ``smooth=True`` also filters their keypoints and boxes.
+nothing at all could be read (a missing path or a folder without pictures is named before the model
+loads). The output folder is created with the first file written into it, and ``predictions.json``
+only once something was read, so a failed run leaves neither an empty folder nor a misleading file.
+Videos and streams are decoded by PyAV; an unreadable frame is skipped and counted. ``track=True``
+gives every person a track ID across the frames of a video, stream or folder of frames
+(``poseseg.track``), ``smooth=True`` also filters their keypoints and boxes.
 """
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from poseseg.data.image_io import IMAGE_EXTS
+from poseseg.export.ort_model import ModelRunError
 from poseseg.modeling.postprocess import coco_records
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".ogv", ".3gp"}
+ACCEPTED = (f"pictures: {', '.join(sorted(IMAGE_EXTS))}; videos: {', '.join(sorted(VIDEO_EXTS))}; folders of them, "
+            "glob patterns, .txt lists of paths, streams (rtsp://, http://, /dev/video0)")
 
 
 @dataclass
@@ -37,21 +43,34 @@ class PredictReport:
     saved: list[Path] = field(default_factory=list)  # the --save-format files (beside predictions.json)
 
 
-def expand_sources(sources: list[str]) -> list[Path]:
-    """Files, folders (their images and videos, sorted), globs and .txt lists of paths."""
+def expand_sources(sources: list[str]) -> tuple[list[Path], list[str]]:
+    """Files, folders (their images and videos, sorted), globs and .txt lists of paths; and a line for
+    each source that gives nothing (a missing path, a folder without pictures or videos, a glob that
+    matches nothing, an empty list)."""
     out: list[Path] = []
+    problems: list[str] = []
     for src in sources:
         p = Path(src)
         if p.suffix.lower() == ".txt" and p.is_file():
             lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-            out += expand_sources([str(p.parent / ln) if not Path(ln).is_absolute() else ln for ln in lines])
+            found, inner = expand_sources([str(p.parent / ln) if not Path(ln).is_absolute() else ln for ln in lines])
+            out += found
+            problems += inner if lines else [f"{p}: the list names no files"]
         elif p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            out += found
+            if not found:
+                problems.append(f"{p}: no pictures or videos in this folder")
+        elif p.exists():
+            out.append(p)
         elif any(ch in src for ch in "*?["):
-            out += sorted(Path(m) for m in glob.glob(src, recursive=True) if Path(m).is_file())
+            found = sorted(Path(m) for m in glob.glob(src, recursive=True) if Path(m).is_file())
+            out += found
+            if not found:
+                problems.append(f"{src}: no file matches this pattern")
         else:
-            out.append(p)  # may not exist: reported as unreadable, not a crash
-    return out
+            problems.append(f"{p}: no such file or folder")
+    return out, problems
 
 
 @dataclass
@@ -75,6 +94,7 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     from tqdm import tqdm
 
     from poseseg.engine.run_log import output_dir
+    from poseseg.safe_write import write_text_atomic
     from poseseg.predictor import Predictor
     from poseseg.track.sources import is_stream
 
@@ -84,12 +104,16 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
         video.track = True  # smoothing is per track
     if video.stride < 1 or (video.max_frames is not None and video.max_frames < 1):
         raise ValueError(f"--stride {video.stride} / --max-frames {video.max_frames}: both must be positive")
+    sequences = [s for s in sources if is_stream(s) or (video.track and _holds_images(Path(s)))]
+    files, problems = expand_sources([s for s in sources if s not in sequences])
+    if not files and not sequences:  # before the model loads (a named model may download first)
+        raise ValueError(f"nothing to predict on: {'; '.join(problems)}. predict reads {ACCEPTED}")
+    for problem in problems:
+        print(f"warning: skipping {problem}", file=sys.stderr)
     predictor = Predictor(weights, config=config, device=device, score_thresh=score_thresh, overrides=overrides)
     out_dir = output_dir(out, "runs/predict")  # never into a folder that already holds results
-    report = PredictReport(out_dir=out_dir)
+    report = PredictReport(out_dir=out_dir, failed=list(problems))
     results: list[dict] = []
-    sequences = [s for s in sources if is_stream(s) or (video.track and _holds_images(Path(s)))]
-    files = expand_sources([s for s in sources if s not in sequences])
     start = time.perf_counter()
     bar = tqdm(total=len(sequences) + len(files), unit="file", disable=not sys.stderr.isatty())
     image_batch: list[Path] = []
@@ -113,8 +137,9 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     flush()
     bar.close()
     report.seconds = time.perf_counter() - start
-    (out_dir / "predictions.json").write_text(json.dumps(results))
-    if save_format != "coco":
+    if report.images + report.frames:  # a run that read nothing has no predictions (not an empty list)
+        write_text_atomic(out_dir / "predictions.json", json.dumps(results))
+    if save_format != "coco" and report.images + report.frames:
         from poseseg.data.convert.writers import person_category, write_predictions
 
         schema = predictor.schema or {}
@@ -135,12 +160,22 @@ def _check_save_format(save_format: str, sources: list[str], video: VideoOptions
         return
     tracked = video.track or video.smooth  # smoothing implies tracking
     frames = [s for s in sources if is_stream(s) or (tracked and _holds_images(Path(s)))]
-    files = expand_sources([s for s in sources if s not in frames])
+    files, _ = expand_sources([s for s in sources if s not in frames])
     frames += [str(p) for p in files if p.suffix.lower() in VIDEO_EXTS]
     if frames:
         raise ValueError(f"--save-format {save_format} writes pre-annotations of image files, and {frames[0]} is a "
                          f"video, stream or tracked frame sequence: predict its frames as image files (a folder "
                          f"without --track), or choose --save-format {' or '.join(SEQUENCE_FORMATS)}")
+
+
+def _skip_after_model_failure(report: PredictReport, what: list[str], error: ModelRunError) -> None:
+    """The model failed on ``what`` (pictures, or a video whose frames share one size). Before it has run on
+    anything it cannot run at all: re-raised, so the run stops before writing anything. After it has
+    worked: those are skipped and counted, the run goes on."""
+    if not report.images + report.frames:
+        raise error
+    report.failed += [f"{w} (the model failed on it)" for w in what]
+    print(f"warning: skipping {', '.join(what)}: {error}", file=sys.stderr)
 
 
 def _holds_images(folder: Path) -> bool:
@@ -162,7 +197,12 @@ def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, 
             print(f"warning: skipping {p}: {e.reason}", file=sys.stderr)
     if not arrays:
         return
-    preds = predictor.predict_batch(arrays, with_offsets=show_offsets)
+    try:
+        preds = predictor.predict_batch(arrays, with_offsets=show_offsets)
+    except ModelRunError as e:
+        _skip_after_model_failure(report, [str(p) for p in good], e)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
     for path, array, pred in zip(good, arrays, preds):
         report.images += 1
         image_id = report.images
@@ -208,6 +248,8 @@ def _predict_sequence(predictor, spec: str | Path, out_dir: Path, results: list,
                 mot += mot_lines(index, pred["boxes"], pred["track_ids"], pred["scores"])
             report.frames += 1
             bar.update(1)
+    except ModelRunError as e:
+        _skip_after_model_failure(report, [str(spec)], e)
     finally:
         bar.close()
         writer.close()

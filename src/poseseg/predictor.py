@@ -21,6 +21,26 @@ from poseseg.modeling.postprocess import postprocess
 from poseseg.weights.load import load_model
 
 
+def is_onnx(weights: str | Path) -> bool:
+    return str(weights).lower().endswith(".onnx")
+
+
+def load_runner(weights: str | Path, *, config: str | Path | None = None, overrides: list[str] | None = None,
+                device: str = "auto"):
+    """``(model, cfg)`` for inference: a checkpoint or named weights -> a ``PoseSegModel`` in eval mode on the
+    CPU (:func:`poseseg.weights.load.load_model`); an exported ``.onnx`` file -> an :class:`OrtModel` on
+    ``device``'s ONNX Runtime providers, with the config it was exported with. Both take pictures through
+    ``predict_rois`` (what ``Predictor`` and ``poseseg eval`` call)."""
+    if not is_onnx(weights):
+        return load_model(weights, config=config, overrides=overrides)
+    if config is not None or overrides:
+        raise ValueError(f"{weights} is an exported ONNX graph: its config is fixed at export, so "
+                         f"--config and overrides ({overrides}) cannot apply; export again with them "
+                         "(flip test-time augmentation is not available in an exported graph)")
+    model = OrtModel(weights, providers=providers_for(device))
+    return model, model.config()
+
+
 def to_tensor_image(image) -> torch.Tensor:
     """Path / PIL image / HxWx3 uint8 array -> (3, H, W) float tensor in [0, 1]."""
     from PIL import Image
@@ -57,15 +77,10 @@ class Predictor:
 
     def __init__(self, weights: str | Path = "torchvision-coco", config: str | Path | None = None, device: str = "auto", *,
                  score_thresh: float = 0.5, overrides: list[str] | None = None):
-        if str(weights).lower().endswith(".onnx"):  # an exported file: run it with ONNX Runtime
-            if config is not None or overrides:
-                raise ValueError(f"{weights} is an exported ONNX graph: its config is fixed at export, so "
-                                 f"--config and overrides ({overrides}) cannot apply; export again with them "
-                                 "(flip test-time augmentation is not available in an exported graph)")
-            self.model = OrtModel(weights, providers=providers_for(device))
-            self.cfg, self.device = self.model.config(), torch.device("cpu")  # inputs go to ORT as numpy
+        self.model, self.cfg = load_runner(weights, config=config, overrides=overrides, device=device)
+        if is_onnx(weights):
+            self.device = torch.device("cpu")  # inputs go to ONNX Runtime as numpy
         else:
-            self.model, self.cfg = load_model(weights, config=config, overrides=overrides)
             self.device = resolve_device(device)
             self.model.to(self.device)
         self.score_thresh = score_thresh

@@ -10,6 +10,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from PIL import Image
+from video_helpers import write_mjpeg_clip
 
 import poseseg
 from poseseg.cli import main
@@ -47,6 +49,13 @@ def build(preset: str, overrides: list[str], *, offsets: bool = False):
                     module.offset_fc.weight.normal_(0, 1e-3, generator=g)
                     module.offset_fc.bias.normal_(0, 0.3, generator=g)
     return model, cfg
+
+
+def without_checksum(proto) -> None:
+    """As a file exported before poseseg wrote checksums."""
+    kept = [p for p in proto.metadata_props if p.key != "poseseg_sha256"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -197,6 +206,7 @@ def test_no_detections_gives_empty_outputs(tmp_path):
     # a file of the earlier format (boxes already in the picture's pixels) is refused, not misread
     proto = onnx.load(str(tmp_path / "m.onnx"))
     next(p for p in proto.metadata_props if p.key == "poseseg_format").value = "poseseg-onnx-1"
+    without_checksum(proto)
     onnx.save(proto, str(tmp_path / "old.onnx"))
     with pytest.raises(ExportError, match=r"old\.onnx was exported by another poseseg version.*re-export"):
         OrtModel(tmp_path / "old.onnx")
@@ -270,7 +280,8 @@ def test_corrupted_or_foreign_onnx_files_give_clear_errors(tmp_path, capsys):
     broken.write_bytes(b"\x08\x07garbage, not a protobuf" * 10)
     with pytest.raises(ExportError, match=r"broken\.onnx is not a loadable ONNX model.*poseseg export"):
         Predictor(broken)
-    assert main(["predict", "--weights", str(broken), str(tmp_path)]) == 2
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "photo.png")
+    assert main(["predict", "--weights", str(broken), str(tmp_path / "photo.png"), "--out", str(tmp_path / "o")]) == 2
     assert "broken.onnx is not a loadable ONNX model" in capsys.readouterr().err
 
     foreign = tmp_path / "conv.onnx"
@@ -282,3 +293,112 @@ def test_corrupted_or_foreign_onnx_files_give_clear_errors(tmp_path, capsys):
         OrtModel(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="config is fixed at export"):
         Predictor(foreign, overrides=["model.box.score_thresh=0.1"])
+
+
+# ----------------------------------------------------------------------------- damaged files, eval (issue 26)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_17(tmp_path_factory):
+    """A tiny COCO-17 checkpoint (fixed random weights) and its ONNX export."""
+    from poseseg.keypoint_schema import coco_person_schema
+    from poseseg.weights.checkpoint_file import save_checkpoint
+
+    model, cfg = build("tiny", SMALL)
+    folder = tmp_path_factory.mktemp("ckpt17")
+    schema = coco_person_schema().to_dict()
+    payload = {"model": model.state_dict(), "config": cfg.to_dict(), "keypoint_schema": schema}
+    save_checkpoint(folder / "k17.pt", payload)
+    model.keypoint_schema = schema
+    return folder / "k17.pt", export_onnx(model, folder / "k17.onnx", config=cfg.to_dict()).path
+
+
+def test_a_byte_changed_after_export_is_refused_at_load(checkpoint_17, coco_sample, tmp_path, capsys):
+    _, good = checkpoint_17
+    weight = max(onnx.load(str(good)).graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    data = bytearray(good.read_bytes())
+    data[bytes(data).find(weight) + len(weight) // 2] ^= 0x40  # one bit of one weight: ORT would run it, wrongly
+    bitrot = tmp_path / "bitrot.onnx"
+    bitrot.write_bytes(bytes(data))
+    OrtModel(good)  # the intact file passes the same check
+    with pytest.raises(ExportError, match=r"bitrot\.onnx is corrupt: its bytes changed after .*re-export"):
+        OrtModel(bitrot)
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(bitrot), str(coco_sample / "000000000785.jpg"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bitrot.onnx is corrupt" in err and "Traceback" not in err and not out.exists()
+
+
+def test_a_file_that_fails_in_onnx_runtime_stops_before_any_output(checkpoint_17, coco_sample, tmp_path, capsys):
+    """An older export (no checksum) whose shape constant rotted: ONNX Runtime fails on some picture sizes."""
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(checkpoint_17[1]))
+    constants = {n.output[0]: n.attribute[0].t for n in proto.graph.node if n.op_type == "Constant"}
+    shape = next(constants[n.input[1]] for n in proto.graph.node if n.op_type == "Reshape"
+                 and n.input[1] in constants and numpy_helper.to_array(constants[n.input[1]]).tolist() == [-1, 2])
+    shape.raw_data = np.array([-1, 3], np.int64).tobytes()
+    without_checksum(proto)
+    rotten = tmp_path / "rotten.onnx"
+    onnx.save(proto, str(rotten))
+    photo = coco_sample / "000000000785.jpg"  # 640x425: fails
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(rotten), str(photo), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "rotten.onnx could not be run on a 425x640 picture" in err and "re-export" in err
+    assert "Traceback" not in err and "[E:onnxruntime" not in err and not out.exists()
+    eval_out = tmp_path / "eval"
+    assert main(["eval", "--weights", str(rotten), "--data", str(coco_sample / "person_keypoints_sample.json"),
+                 "--images", str(coco_sample), "--out", str(eval_out)]) == 2
+    assert "could not be run" in capsys.readouterr().err and not eval_out.exists()  # no empty --out folder
+
+    # the same file runs on a 200x260 picture: once it has worked, a picture or video it fails on is skipped
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    Image.fromarray(np.full((200, 260, 3), 128, np.uint8)).save(pictures / "a_small.png")
+    (pictures / "b_785.jpg").write_bytes(photo.read_bytes())
+    write_mjpeg_clip(pictures / "c_clip.mkv", [np.asarray(Image.open(photo).convert("RGB"))] * 2)
+    assert main(["predict", "--weights", str(rotten), str(pictures), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "b_785.jpg (the model failed on it)" in err and "c_clip.mkv (the model failed on it)" in err
+    assert "2 file(s) could not be read" in err and not list(out.glob("c_clip*"))
+    assert (out / "a_small_pred.jpg").is_file() and not (out / "b_785_pred.jpg").exists()
+    predicted = {r["file_name"] for r in json.loads((out / "predictions.json").read_text())}
+    assert predicted <= {str(pictures / "a_small.png")}
+
+
+def test_eval_runs_an_onnx_file_as_its_checkpoint(checkpoint_17, coco_sample, tmp_path, capsys):
+    data = ["--data", str(coco_sample / "person_keypoints_sample.json"), "--images", str(coco_sample),
+            "--backend", "pycocotools", "--device", "cpu"]
+    metrics, results = {}, {}
+    for weights in checkpoint_17:
+        out = tmp_path / weights.suffix[1:]
+        assert main(["eval", "--weights", str(weights), *data, "--out", str(out)]) == 0
+        metrics[weights.suffix] = json.loads((out / "metrics.json").read_text())
+        results[weights.suffix] = json.loads((out / "results_bbox.json").read_text())
+    assert len(results[".onnx"]) == len(results[".pt"]) > 0
+    for a in results[".pt"]:  # people with equal scores may come in either order
+        same_image = [b["bbox"] for b in results[".onnx"] if b["image_id"] == a["image_id"]]
+        assert min(np.abs(np.subtract(same_image, a["bbox"])).max(axis=1)) < 1e-2
+    for iou_type in ("bbox", "segm", "keypoints"):
+        for name, value in metrics[".pt"][iou_type].items():
+            assert metrics[".onnx"][iou_type][name] == pytest.approx(value, abs=1e-3), (iou_type, name)
+    assert main(["eval", "--weights", str(checkpoint_17[1]), *data, "--test-flip"]) == 2
+    assert "config is fixed at export" in capsys.readouterr().err
+    assert main(["export", "--weights", str(checkpoint_17[1]), "--out", str(tmp_path / "again.onnx")]) == 2
+    assert "a PyTorch checkpoint (.pt) is needed" in capsys.readouterr().err  # not "holds Python objects"
+
+
+def test_a_checkpoint_is_not_evaluated_on_another_keypoint_schema(checkpoint_14, coco_sample, tmp_path, capsys):
+    ckpt, _ = checkpoint_14
+    data = ["--data", str(coco_sample / "person_keypoints_sample.json"), "--images", str(coco_sample)]
+    out = tmp_path / "eval"
+    assert main(["eval", "--weights", str(ckpt), *data, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "predicts 14 keypoints (left_shoulder" in err and "has 17 (nose" in err
+    assert f"poseseg train --init-weights {ckpt}" in err and "model.keypoint.num_keypoints=17" in err
+    assert "set model.keypoint" not in err and not out.exists()
+    # the override that cannot load says so, instead of "pass the config it was trained with"
+    assert main(["eval", "--weights", str(ckpt), *data, "model.keypoint.num_keypoints=17"]) == 2
+    err = capsys.readouterr().err
+    assert "overrides model.keypoint.num_keypoints=17" in err and "size mismatch" in err and "--init-weights" in err

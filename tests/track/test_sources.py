@@ -63,10 +63,35 @@ def test_sources_that_cannot_be_opened_say_why(tmp_path):
         open_source("rtsp://127.0.0.1:1/cam")
 
 
+def test_a_video_cut_short_says_how_many_frames_it_lacks(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    clip = write_mjpeg_clip(tmp_path / "clip.mkv", [rng.integers(0, 256, (48, 64, 3), np.uint8) for _ in range(32)])
+    assert len(list(open_source(clip))) == 32 and "cut short" not in capsys.readouterr().err
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 45 // 100])  # an interrupted copy
+    read = len(list(open_source(cut)))
+    assert 0 < read < 32
+    err = capsys.readouterr().err
+    assert f"{cut}: only {read} of the 32 frames its header announces" in err and "cut short" in err
+    assert len(list(open_source(cut, max_frames=3))) == 3  # stopping early on purpose is no cut
+    assert "cut short" not in capsys.readouterr().err
+
+
+def test_a_folder_of_pictures_of_different_sizes_is_not_one_sequence(tmp_path):
+    for name, (h, w) in (("a.png", (48, 64)), ("b.png", (48, 64)), ("c.png", (60, 80)), ("d.png", (30, 30))):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / name)
+    (tmp_path / "0_broken.png").write_bytes(b"not a png")  # unreadable: skipped when read, not a size
+    with pytest.raises(SourceError, match=r"c\.png is 80x60 but a\.png is 64x48.*without --track"):
+        open_source(tmp_path)
+
+
 def test_the_writer_makes_a_video_the_reader_reads_back(tmp_path):
     with VideoWriter(tmp_path / "out.mp4", fps=12.5) as writer:
         for frame in _frames(5, size=(33, 47)):  # odd sides are padded to even for yuv420p
             writer.write(frame)
+    with VideoWriter(tmp_path / "none" / "empty.mp4", fps=12.5):
+        pass  # no frame: no file (nor folder)
+    assert not (tmp_path / "none").exists()
     source = open_source(tmp_path / "out.mp4")
     frames = list(source)
     assert len(frames) == 5 and frames[0].image.shape == (34, 48, 3) and source.fps == pytest.approx(12.5)

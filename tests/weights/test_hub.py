@@ -117,18 +117,40 @@ def test_predict_with_named_weights_equals_torchvision(hub_cache, coco_sample, t
     assert all("offset" in k or "num_batches" in k for k in report["left_at_init"])  # only our extra parts
 
 
+def _photo(folder) -> str:
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "photo.png")
+    return str(folder / "photo.png")
+
+
 def test_missing_files_offline_say_which_and_where(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("POSESEG_OFFLINE", "1")
-    assert cli.main(["predict", "--weights", "torchvision-coco", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["predict", "--weights", "torchvision-coco", _photo(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "keypointrcnn_resnet50_fpn_coco-fc266e95.pth" in err and str(tmp_path / "hub" / "checkpoints") in err
-    assert "226 MB" in err
+    assert "need 2 file(s)" in err and str(tmp_path / "hub" / "checkpoints") in err  # both at once, not the first
+    assert "keypointrcnn_resnet50_fpn_coco-fc266e95.pth   (226 MB" in err
+    assert "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth   (170 MB" in err
+
+
+def test_a_damaged_download_in_the_cache_is_named_with_its_hash(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("POSESEG_OFFLINE", "1")
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in ("keypointrcnn_resnet50_fpn_coco-fc266e95.pth", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"):
+        torch.save({"w": torch.ones(1000)}, checkpoints / name)
+    keypoint = checkpoints / "keypointrcnn_resnet50_fpn_coco-fc266e95.pth"
+    keypoint.write_bytes(keypoint.read_bytes()[:1500])  # a download cut short, or a damaged disk
+    assert cli.main(["predict", "--weights", "torchvision-coco", _photo(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"the cached file {keypoint} is corrupt: its SHA-256 begins" in err and "not fc266e95" in err
+    assert "Delete it: the next run downloads it again" in err and "Traceback" not in err
+    assert keypoint.is_file()  # the user deletes it, not us
 
 
 def test_unknown_name_suggests_close_ones(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["predict", "--weights", "torchvision-coc", str(tmp_path)]) == 2
+    assert cli.main(["predict", "--weights", "torchvision-coc", _photo(tmp_path)]) == 2
     assert "did you mean torchvision-coco" in capsys.readouterr().err
 
 
@@ -136,3 +158,17 @@ def test_weights_list(capsys):
     assert cli.main(["weights", "list"]) == 0
     text = capsys.readouterr().out
     assert "torchvision-coco" in text and "kp_map 65.0" in text and "mask_map 34.6" in text
+
+
+def test_a_damaged_conversion_in_the_cache_is_converted_again(hub_cache, monkeypatch, capsys):
+    from poseseg.weights.load import load_weights_file
+
+    home, _, _ = hub_cache
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("POSESEG_OFFLINE", "1")
+    converted = hub.resolve_named("torchvision-coco")
+    converted.write_bytes(converted.read_bytes()[:100_000])  # ours, derived from the downloads: rebuilt
+    payload = load_weights_file("torchvision-coco")
+    assert f"{converted}, the cached conversion of 'torchvision-coco', is corrupt" in capsys.readouterr().err
+    assert payload["keypoint_schema"]["names"] == COCO_KEYPOINT_NAMES
+    assert hub.resolve_named("torchvision-coco") == converted and torch.load(converted, weights_only=True)["config"]

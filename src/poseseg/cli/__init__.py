@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="COCO AP for boxes, masks and keypoints")
-    p.add_argument("--weights", required=True, help="a poseseg checkpoint or named weights (poseseg weights list)")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint, named weights (poseseg weights list) or "
+                   "an exported .onnx file (ONNX Runtime)")
     p.add_argument("--data", required=True, help="COCO JSON with ground truth")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--out", help="folder for results_*.json and metrics.json (default runs/eval/NAME)")

@@ -65,22 +65,28 @@ def _latest_run(output_dir: str) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from poseseg.data.coco import CocoPeopleDataset
+    from poseseg.data.coco import CocoPeopleDataset, require_image_folder
+    from poseseg.device import resolve_device
     from poseseg.engine import distributed as dist
     from poseseg.engine.evaluate import evaluate, format_metrics
-    from poseseg.device import resolve_device
-    from poseseg.weights.load import load_model
+    from poseseg.predictor import is_onnx, load_runner
 
-    model, cfg = load_model(args.weights, config=args.config, overrides=_test_flip(args) + list(args.overrides))
-    device = resolve_device(args.device or cfg.train.device)
+    model, cfg = load_runner(args.weights, config=args.config, overrides=_test_flip(args) + list(args.overrides),
+                             device=args.device or "auto")
+    if cfg is None:
+        raise ValueError(f"{args.weights} carries no config, which eval needs (data.category, sigmas): export it "
+                         "with `poseseg export`, which writes the config into the file")
+    onnx = is_onnx(args.weights)  # ONNX Runtime takes its inputs from the CPU
+    device = resolve_device("cpu" if onnx else args.device or cfg.train.device)
     dist.init_from_env(device)
-    model.to(device)
-    sigmas = cfg.data.oks_sigmas or (model.keypoint_schema or {}).get("sigmas") or None
+    if not onnx:
+        model.to(device)
     dataset = CocoPeopleDataset(args.data, args.images, category=cfg.data.category, keep_empty=True,
                                 max_image_pixels=cfg.data.max_image_pixels, on_bad_image="raise", load_masks=False,
-                                oks_sigmas=sigmas, require_sigmas=model.keypoint_head is not None,
-                                num_keypoints=model.keypoint_head.num_keypoints if model.keypoint_head else None)
-    out_dir = _eval_dir(args.out, args.weights) if dist.is_main() else None
+                                oks_sigmas=cfg.data.oks_sigmas or None, require_sigmas=False)
+    require_image_folder(dataset, allow_empty=True)
+    sigmas = _keypoint_sigmas(args, cfg, model, dataset)
+    out_dir = _eval_dir(args.out, args.weights) if dist.is_main() else None  # created when the results are written
     metrics = evaluate(model, dataset, device=device, out_dir=out_dir, batch_size=args.batch_size or cfg.eval.batch_size,
                        sigmas=sigmas, progress=sys.stderr.isatty(), backend=args.backend)
     if dist.is_main():
@@ -89,6 +95,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(metrics))
     return 0
+
+
+def _keypoint_sigmas(args: argparse.Namespace, cfg, model, dataset) -> list[float] | None:
+    """The OKS sigmas that score the keypoints, once the data is known to have the model's keypoints (a
+    model is scored only on its own keypoint schema: no override makes trained weights predict others)."""
+    from poseseg.predictor import is_onnx
+
+    if "keypoint" not in model.heads:
+        return None
+    k = cfg.model.keypoint.num_keypoints
+    names = ", ".join((model.keypoint_schema or {}).get("names") or [])
+    if dataset.schema is None:
+        raise ValueError(f"{args.data} has no keypoints (its category has no 'keypoints' list) but {args.weights} "
+                         f"predicts {k} ({names}): evaluate on the COCO keypoints JSON of these images "
+                         "(person_keypoints_*.json)")
+    if dataset.schema.num_keypoints != k:
+        theirs = dataset.schema.num_keypoints
+        start = "CHECKPOINT.pt (the one it was exported from)" if is_onnx(args.weights) else args.weights
+        raise ValueError(
+            f"{args.weights} predicts {k} keypoints ({names}) but {args.data} has {theirs} "
+            f"({', '.join(dataset.schema.names)}): evaluate it on data with these {k} keypoints, or fine-tune it on "
+            f"this data first: poseseg train --init-weights {start} --data {args.data} --images {args.images} "
+            f"model.keypoint.num_keypoints={theirs} (joints of the same name keep what they learned)")
+    sigmas = cfg.data.oks_sigmas or dataset.schema.sigmas or (model.keypoint_schema or {}).get("sigmas")
+    if not sigmas:
+        raise ValueError(f"{args.data}: its {k} keypoints are not COCO's 17, so there are no default OKS sigmas; "
+                         f"set data.oks_sigmas to {k} values (or a named set: crowdpose)")
+    return list(sigmas)
 
 
 def _test_flip(args: argparse.Namespace) -> list[str]:

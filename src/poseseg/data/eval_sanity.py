@@ -15,7 +15,7 @@ from typing import Any
 import pycocotools.mask as mask_utils
 
 __all__ = ["fill_missing_fields", "check_ground_truth", "check_predictions", "format_warnings",
-           "segmentation_area"]
+           "segmentation_area", "unreadable_images"]
 
 # a box is "past the image" when it ends this far beyond the border (COCO boxes may overhang by a pixel)
 _OVERHANG_PX = 2.0
@@ -246,6 +246,16 @@ def check_predictions(data: dict, results: dict[str, list], *, category_id: int,
                                     f"like [x1, y1, x2, y2]; COCO results use [x, y, width, height]"))
         kept[iou_type] = dets
     return kept, out
+
+
+def unreadable_images(skipped: list[str], total: int, *, shown: int = 5) -> dict:
+    """The warning for images left out of an evaluation because they could not be read (``skipped``: one
+    "path (reason)" each): their people would otherwise count as missed."""
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return _warning("unreadable_images", len(skipped),
+                    f"{len(skipped)} of {total} images could not be read and were left out, so these numbers "
+                    f"cover the other {total - len(skipped)}: {'; '.join(skipped[:shown])}{more}; fix those files "
+                    f"or remove them from the JSON")
 
 
 def format_warnings(warnings: list[dict]) -> str:

@@ -1,6 +1,7 @@
 """COCO evaluation: predictions -> COCO results JSON -> AP tables for bbox, segm and keypoints.
 
-Each process predicts its share of the images; the results are gathered on rank 0, which runs
+Each process predicts its share of the images (an image that cannot be read is left out, counted and
+named in the warnings: a long run never dies for one bad file); the results are gathered on rank 0, which runs
 the COCO evaluator (faster-coco-eval or pycocotools) on the person category (OKS with the
 schema's sigmas) after checking that the numbers can mean something, and shares the metrics.
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from poseseg.data.eval_sanity import check_ground_truth, check_predictions, fill_missing_fields, format_warnings
+from poseseg.data.eval_sanity import (check_ground_truth, check_predictions, fill_missing_fields, format_warnings,
+                                      unreadable_images)
 from poseseg.engine import distributed as dist
 from poseseg.engine.coco_backend import coco_stats, make_ground_truth, resolve_backend
 from poseseg.modeling.postprocess import coco_records, postprocess, records_by_iou_type
@@ -102,12 +104,13 @@ def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
 
 
 @torch.no_grad()
-def predict_records(model, dataset, *, device: torch.device, batch_size: int = 2, progress: bool = False) -> list[dict]:
+def predict_records(model, dataset, *, device: torch.device, batch_size: int = 2,
+                    progress: bool = False) -> tuple[list[dict], dict[int, str]]:
     """COCO result records (one per detected person) for this process's share of ``dataset`` (every
     world_size-th image); masks are pasted box by box and RLE-encoded batch by batch.
 
-    An image that cannot be read stops evaluation with an error that names it: a silently
-    skipped image would change the AP.
+    An image that cannot be read is left out: the second value maps its image id to "path (reason)",
+    so that the scores leave out its ground truth too.
     """
     from poseseg.data.image_io import ImageReadError
 
@@ -115,6 +118,7 @@ def predict_records(model, dataset, *, device: torch.device, batch_size: int = 2
     category_id = int(dataset.category["id"])
     indices = list(range(dist.rank(), len(dataset), dist.world_size()))
     records: list[dict] = []
+    unreadable: dict[int, str] = {}
     iterator = range(0, len(indices), batch_size)
     if progress:
         from tqdm import tqdm
@@ -124,46 +128,53 @@ def predict_records(model, dataset, *, device: torch.device, batch_size: int = 2
         batch = []
         for i in indices[start:start + batch_size]:
             try:
-                batch.append(dataset[i])
-            except ImageReadError as e:
-                raise ImageReadError(e.path, f"{e.reason} (evaluation needs every image; fix or remove it "
-                                             "from the JSON)") from None
+                sample, reason = dataset[i], "unreadable"  # None from a dataset with on_bad_image="skip"
+            except ImageReadError as e:  # on_bad_image="raise"
+                sample, reason = None, e.reason
+            if sample is None:
+                unreadable[int(dataset.image_ids[i])] = f"{dataset.image_path(i)} ({reason})"
+                continue
+            batch.append(sample)
+        if not batch:
+            continue
         preds = postprocess(model.predict_rois([img.to(device) for img, _ in batch]), masks="boxes")
         for (_, target), pred in zip(batch, preds):
             records += coco_records(pred, int(target["image_id"]), category_id=category_id)
-    return records
+    return records, unreadable
 
 
 def evaluate(model, dataset, *, device: torch.device, out_dir: str | Path | None = None, batch_size: int = 2,
              heads: list[str] | None = None, sigmas: list[float] | None = None, progress: bool = False,
              verbose: bool = False, backend: str = "auto") -> dict[str, dict[str, float]]:
-    """Predict on every image of ``dataset`` (a CocoPeopleDataset with ``on_bad_image="raise"``),
-    gather the results from every process, check and score them (:func:`score_results`).
+    """Predict on every image of ``dataset`` (a CocoPeopleDataset), gather the results from every
+    process, check and score them (:func:`score_results`) on the images that could be read.
 
     With ``out_dir`` (rank 0): writes ``results_{bbox,segm,keypoints}.json`` and ``metrics.json``
-    (the tables, the sanity ``warnings`` and the ``backend``) and prints the warning block.
+    (the tables, the sanity ``warnings`` and the ``backend``), creating the folder, and prints the
+    warning block.
     """
     heads = heads or model.heads
     iou_types = [IOU_TYPES[h] for h in heads]
     category_id = int(dataset.category["id"])
-    mine = records_by_iou_type(predict_records(model, dataset, device=device, batch_size=batch_size,
-                                               progress=progress))
-    results = {t: mine[t] for t in iou_types}
-    gathered = dist.all_gather_objects(results)
+    records, unreadable = predict_records(model, dataset, device=device, batch_size=batch_size, progress=progress)
+    mine = records_by_iou_type(records)
+    gathered = dist.all_gather_objects(({t: mine[t] for t in iou_types}, unreadable))
     metrics = None
     if dist.is_main():
-        merged = {t: [d for part in gathered for d in part[t]] for t in iou_types}
+        merged = {t: [d for results, _ in gathered for d in results[t]] for t in iou_types}
+        skipped = {image_id: what for _, part in gathered for image_id, what in part.items()}
         schema_sigmas = dataset.schema.sigmas if dataset.schema is not None else None
         report = score_results(dataset.json_path, merged, category_id=category_id, iou_types=iou_types,
                                sigmas=sigmas if sigmas is not None else schema_sigmas,
-                               image_ids=[int(i) for i in dataset.image_ids], backend=backend, verbose=verbose)
+                               image_ids=[int(i) for i in dataset.image_ids if int(i) not in skipped],
+                               backend=backend, verbose=verbose)
+        if skipped:
+            report.warnings.insert(0, unreadable_images([skipped[i] for i in sorted(skipped)], len(dataset)))
         metrics = report.metrics
         if out_dir is not None:
-            out_dir = Path(out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
             for iou_type, dets in merged.items():
-                write_text_atomic(out_dir / f"results_{iou_type}.json", json.dumps(dets))
-            write_text_atomic(out_dir / "metrics.json", json.dumps(report.to_json(), indent=2))
+                write_text_atomic(Path(out_dir) / f"results_{iou_type}.json", json.dumps(dets))
+            write_text_atomic(Path(out_dir) / "metrics.json", json.dumps(report.to_json(), indent=2))
             if report.warnings:
                 print(format_warnings(report.warnings), file=sys.stderr)
     return dist.broadcast_object(metrics)

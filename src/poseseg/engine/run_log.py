@@ -1,4 +1,4 @@
-"""Run folders and what a run writes while it trains: metrics.jsonl, TensorBoard, progress."""
+"""Run folders and what a run writes while it trains: metrics.jsonl, TensorBoard, progress; atomic result files."""
 from __future__ import annotations
 
 import json
@@ -8,31 +8,34 @@ import time
 from pathlib import Path
 
 
-def new_run_dir(root: str | Path, name: str = "") -> Path:
-    """``root/NAME`` auto-numbered (``exp``, ``exp2``, ...): an existing run is never overwritten."""
+def next_run_dir(root: str | Path, name: str = "") -> Path:
+    """``root/NAME`` auto-numbered (``exp``, ``exp2``, ...): the first name not taken; not created."""
     root = Path(root)
     base = name or "exp"
     taken = {p.name for p in root.iterdir()} if root.is_dir() else set()
     if base not in taken:
-        chosen = base
-    else:
-        nums = [int(m.group(1)) for t in taken if (m := re.fullmatch(re.escape(base) + r"(\d+)", t))]
-        chosen = f"{base}{max(nums + [1]) + 1}"
-    path = root / chosen
+        return root / base
+    nums = [int(m.group(1)) for t in taken if (m := re.fullmatch(re.escape(base) + r"(\d+)", t))]
+    return root / f"{base}{max(nums + [1]) + 1}"
+
+
+def new_run_dir(root: str | Path, name: str = "") -> Path:
+    """:func:`next_run_dir`, created: an existing run is never overwritten."""
+    path = next_run_dir(root, name)
     path.mkdir(parents=True, exist_ok=False)
     return path
 
 
 def output_dir(out: str | Path | None, default_root: str | Path, default_name: str = "exp") -> Path:
     """The folder an ``--out`` flag names, or a new numbered one beside it when it already holds files
-    (``out`` -> ``out2``), so old predictions, metrics and overlays are never overwritten or mixed in."""
+    (``out`` -> ``out2``), so old predictions, metrics and overlays are never overwritten or mixed in.
+
+    Not created here: the caller creates it when it writes its first file, so a run that fails before
+    that leaves no empty folder behind."""
     if not out:
-        return new_run_dir(default_root, default_name)
+        return next_run_dir(default_root, default_name)
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()):
-        return new_run_dir(out.parent, out.name)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return next_run_dir(out.parent, out.name) if out.is_dir() and any(out.iterdir()) else out
 
 
 class RunLogger:

@@ -5,7 +5,8 @@
 
 The file takes ``image`` (3, H, W) float32 RGB in [0, 1] (any H, W; or exactly the ``size`` it
 was exported for) and returns the tensors of ``graph.output_names``. Its ``metadata_props`` carry
-the config, the keypoint schema and the output names, so ``OrtModel`` needs nothing else.
+the config, the keypoint schema and the output names, so ``OrtModel`` needs nothing else, and a
+SHA-256 of the file (:mod:`poseseg.export.checksum`), so ``OrtModel`` refuses a file changed since.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from poseseg.export.checksum import CHECKSUM_KEY, PLACEHOLDER, seal
 from poseseg.export.deform_symbolic import DEFORM_CONV_OPSET, ExportError, register_deform_conv_symbolic
 from poseseg.export.graph import InferenceGraph, output_names
 from poseseg.modeling.model import PoseSegModel
@@ -114,7 +116,7 @@ def export_onnx(model: PoseSegModel, out: str | Path, *, opset: int = DEFORM_CON
                       keypoint_schema=keypoint_schema if keypoint_schema is not None else model.keypoint_schema,
                       size=size)
         onnx.checker.check_model(proto, full_check=False)
-        onnx.save(proto, str(tmp_file))
+        tmp_file.write_bytes(seal(proto.SerializeToString()))  # what onnx.save writes, with its checksum
         os.replace(tmp_file, out)
     return ExportReport(path=out, opset=opset, size_bytes=out.stat().st_size,
                         op_counts=dict(Counter(n.op_type for n in _all_nodes(proto.graph))), inputs=["image"],
@@ -140,7 +142,8 @@ def _set_metadata(proto, *, names: list[str], config: dict | None, keypoint_sche
                   size: tuple[int, int] | None) -> None:
     entries = {"poseseg_format": FORMAT_TAG, "outputs": json.dumps(names),
                "keypoint_schema": json.dumps(keypoint_schema), "config": json.dumps(config),
-               "input_size": json.dumps(list(size) if size is not None else None)}
+               "input_size": json.dumps(list(size) if size is not None else None),
+               CHECKSUM_KEY: PLACEHOLDER}  # last: filled in by checksum.seal once the bytes are final
     del proto.metadata_props[:]
     for key, value in entries.items():
         prop = proto.metadata_props.add()

@@ -14,11 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from poseseg.export.checksum import checksum_matches
 from poseseg.export.deform_symbolic import ExportError
 from poseseg.export.onnx_export import FORMAT_TAG
 from poseseg.modeling.postprocess import RoIOutputs, postprocess
 
 ONNX_MAGIC_HINT = "re-export it with `poseseg export --weights CHECKPOINT --format onnx --out FILE`"
+
+
+class ModelRunError(ExportError):
+    """ONNX Runtime failed while running the file on a picture (a file damaged in a way its load did not show)."""
 
 
 def _import_onnxruntime():
@@ -27,6 +32,12 @@ def _import_onnxruntime():
     except ImportError:
         raise ExportError("running an .onnx file needs ONNX Runtime: pip install 'poseseg[export]'") from None
     return onnxruntime
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of onnxruntime's message (the rest is C++ source locations), at most 300 characters."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def providers_for(device: str) -> list[str]:
@@ -53,6 +64,10 @@ class OrtModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        if checksum_matches(self.path) is False:
+            raise ExportError(f"{self.path} is corrupt: its bytes changed after `poseseg export` wrote it (the "
+                              "SHA-256 stored in the file no longer matches; a bad copy, a partial download or a "
+                              f"damaged disk); {ONNX_MAGIC_HINT}")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -62,11 +77,13 @@ class OrtModel:
             self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = _first_line(e)
             if "DeformConv" in first:
                 raise ExportError(f"{self.path} has deformable convolutions (DeformConv) and onnxruntime "
                                   f"{ort.__version__} cannot run them: pip install 'onnxruntime>=1.25'") from None
-            raise ExportError(f"{self.path} is not a loadable ONNX model ({first[:300]}); {ONNX_MAGIC_HINT}") from None
+            raise ExportError(f"{self.path} is not a loadable ONNX model ({first}); {ONNX_MAGIC_HINT}") from None
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failed run is reported by ModelRunError, not ORT's own log
         meta = self.session.get_modelmeta().custom_metadata_map
         if "poseseg_format" not in meta:
             raise ExportError(f"{self.path} is an ONNX model but not a poseseg export (its metadata has no "
@@ -115,5 +132,9 @@ class OrtModel:
             raise ValueError(f"{self.path} was exported for {self.input_size[0]}x{self.input_size[1]} images, got "
                              f"{height}x{width}; resize the image or export without --size")
         pixels = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
-        values = self.session.run(self.output_names, {"image": pixels})
+        try:
+            values = self.session.run(self.output_names, {"image": pixels}, self._run_options)
+        except Exception as e:  # onnxruntime's own Fail / RuntimeException / InvalidArgument types
+            raise ModelRunError(f"{self.path} could not be run on a {height}x{width} picture ({_first_line(e)}); "
+                                f"the file is corrupt or was edited after the export: {ONNX_MAGIC_HINT}") from None
         return {n: torch.from_numpy(v) for n, v in zip(self.output_names, values)}

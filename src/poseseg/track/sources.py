@@ -7,7 +7,10 @@
 
 Videos, streams (``rtsp://``, ``http://``, ...) and devices (``/dev/video0``) are decoded by PyAV
 (FFmpeg), so any container and codec it reads works. A frame that cannot be decoded, or an
-unreadable image in a folder, is skipped with a warning and counted, never the end of the run.
+unreadable image in a folder, is skipped with a warning and counted, never the end of the run; a video
+file that ends well before the length its header announces (cut short) gets a warning saying so. A
+folder is one sequence: its pictures must all have one size (else :class:`SourceError` names the first
+that differs).
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb
+from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb, read_image_size
 
 __all__ = ["Frame", "FrameSource", "SourceError", "is_stream", "open_source"]
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 DEFAULT_FOLDER_FPS = 30.0
 MAX_CONSECUTIVE_ERRORS = 50  # a stream that fails this many times in a row is over
+SHORT_VIDEO_TOLERANCE = 0.05  # a video file may end this fraction (at least 2 frames) short of its header's length
 
 
 class SourceError(ValueError):
@@ -64,6 +68,8 @@ class FrameSource:
     on_skip: Callable[[str], None] = _warn
     skipped: list[str] = field(default_factory=list)
     read: int = 0  # frames yielded
+    expected_frames: int | None = None  # a video file's length by its header (frame count, or duration x rate)
+    path: str = ""  # the file, folder or URL
     _files: list[Path] = field(default_factory=list)
     _container: object = None
 
@@ -129,11 +135,51 @@ class FrameSource:
                             yield Frame(index, vf.to_ndarray(format="rgb24"), index / self.fps)
                         index += 1
                 else:
+                    self._check_complete(index)
                     return  # end of the stream
             except av.error.FFmpegError as e:  # the container itself failed mid-way (truncated file, dropped stream)
                 self._skip(f"data after frame {index} ({_reason(e)})")
                 errors += 1
         self.on_skip(f"{self.name}: {MAX_CONSECUTIVE_ERRORS} read errors in a row; stopping at frame {index}")
+
+    def _check_complete(self, decoded: int) -> None:
+        """Warn when a video file ends well before the length its header announces (a file cut short)."""
+        expected = self.expected_frames
+        if self.kind == "video" and expected and decoded < expected - max(2, SHORT_VIDEO_TOLERANCE * expected):
+            self.on_skip(f"{self.path}: only {decoded} of the {expected} frames its header announces could be read; "
+                         f"the file is cut short (an interrupted copy, download or recording?), so the results end at "
+                         f"frame {decoded - 1}; copy or export the video again for the rest")
+
+
+def _header_frames(container, video, fps: float) -> int | None:
+    """A video file's frame count by its header, else its duration x frame rate; None when it says neither."""
+    import av
+
+    if video.frames:
+        return int(video.frames)
+    if video.duration and video.time_base:
+        seconds = float(video.duration * video.time_base)
+    elif container.duration:
+        seconds = container.duration / av.time_base
+    else:
+        return None
+    return round(seconds * fps)
+
+
+def _first_other_size(files: list[Path]) -> str | None:
+    """A sentence naming the first picture whose size differs from the first readable one (header reads only;
+    unreadable files are left to the frame loop, which skips them with a warning)."""
+    first: tuple[Path, tuple[int, int]] | None = None
+    for path in files:
+        try:
+            size = read_image_size(path)
+        except ImageReadError:
+            continue
+        if first is None:
+            first = (path, size)
+        elif size != first[1]:
+            return f"{path.name} is {size[0]}x{size[1]} but {first[0].name} is {first[1][0]}x{first[1][1]}"
+    return None
 
 
 def _reason(error: Exception) -> str:
@@ -159,7 +205,13 @@ def open_source(spec: str | Path, *, max_frames: int | None = None, stride: int 
         files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXTS), key=_natural_key)
         if not files:
             raise SourceError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
-        return FrameSource(name=path.name, kind="folder", fps=float(fps or DEFAULT_FOLDER_FPS), _files=files, **common)
+        differs = _first_other_size(files)
+        if differs:
+            raise SourceError(f"{path}: {differs}; a folder is read as the frames of one video, all of one size, "
+                              "to follow people from frame to frame. These look like separate pictures: predict "
+                              "them without --track (or put each sequence of one size in its own folder)")
+        return FrameSource(name=path.name, kind="folder", fps=float(fps or DEFAULT_FOLDER_FPS), _files=files,
+                           path=text, **common)
     stream = is_stream(text)
     if not stream and not path.is_file():
         raise SourceError(f"{text}: no such file or folder (streams start with rtsp://, http://, ... or /dev/video)")
@@ -177,5 +229,7 @@ def open_source(spec: str | Path, *, max_frames: int | None = None, stride: int 
     video = container.streams.video[0]
     video.thread_type = "AUTO"
     rate = video.average_rate or video.guessed_rate or video.base_rate
+    expected = None if stream or not rate else _header_frames(container, video, float(rate))
     return FrameSource(name=path.stem if not stream else text, kind="stream" if stream else "video",
-                       fps=float(fps or rate or DEFAULT_FOLDER_FPS), _container=container, **common)
+                       fps=float(fps or rate or DEFAULT_FOLDER_FPS), _container=container, expected_frames=expected,
+                       path=text, **common)

@@ -113,7 +113,9 @@ def _offline() -> bool:
     return os.environ.get("POSESEG_OFFLINE", "") not in ("", "0", "false", "False")
 
 
-def _missing_files_error(weights: NamedWeights, missing: list[HubFile], reason: str) -> FileNotFoundError:
+def _missing_files_error(weights: NamedWeights, reason: str) -> FileNotFoundError:
+    """Names every source file of ``weights`` not in the cache yet (all of them at once, not the first)."""
+    missing = [s for s in weights.sources if not s.cache_path().is_file()]
     where = "\n".join(f"  {s.cache_path()}   ({s.size_mb:.0f} MB, from {s.url})" for s in missing)
     return FileNotFoundError(
         f"named weights '{weights.name}' need {len(missing)} file(s) that are not in the torch.hub cache and "
@@ -127,7 +129,7 @@ def fetch_source(weights: NamedWeights, source: HubFile, *, progress: bool = Tru
     if path.is_file():
         return path
     if _offline():
-        raise _missing_files_error(weights, [source], "POSESEG_OFFLINE is set")
+        raise _missing_files_error(weights, "POSESEG_OFFLINE is set")
     path.parent.mkdir(parents=True, exist_ok=True)
     match = _HASH_IN_NAME.search(source.file_name)
     print(f"downloading {source.url} ({source.size_mb:.0f} MB) to {path}", file=sys.stderr)
@@ -135,8 +137,27 @@ def fetch_source(weights: NamedWeights, source: HubFile, *, progress: bool = Tru
         torch.hub.download_url_to_file(source.url, str(path), match.group(1) if match else None, progress=progress)
     except Exception as e:  # no network, proxy, disk full, hash mismatch
         path.unlink(missing_ok=True)
-        raise _missing_files_error(weights, [source], f"{type(e).__name__}: {e}") from None
+        raise _missing_files_error(weights, f"{type(e).__name__}: {e}") from None
     return path
+
+
+def _unloadable_source_error(source: HubFile, error: Exception) -> ValueError:
+    """Why a cached download does not load: torch.hub's file names carry the first digits of the file's SHA-256
+    (checked when it downloaded), so a file whose hash no longer matches has been damaged since."""
+    path = source.cache_path()
+    match = _HASH_IN_NAME.search(source.file_name)
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    reason = type(error).__name__ + (f": {str(error).splitlines()[0]}" if str(error).strip() else "")
+    if match and not sha.hexdigest().startswith(match.group(1)):
+        named, actual = match.group(1), sha.hexdigest()[:len(match.group(1))]
+        return ValueError(f"the cached file {path} is corrupt: its SHA-256 begins {actual}, not {named} as its name "
+                          f"says (torch.hub checked that when it downloaded it), so it was damaged since ({reason}). "
+                          f"Delete it: the next run downloads it again ({source.size_mb:.0f} MB from {source.url}; "
+                          "offline, put a good copy there)")
+    return ValueError(f"cannot load the cached file {path} ({reason}); delete it so that it is downloaded again")
 
 
 def _stamp(paths: list[Path]) -> str:
@@ -169,12 +190,11 @@ def resolve_named(name: str, *, progress: bool = True) -> Path:
     paths = {s.role: fetch_source(weights, s, progress=progress) for s in weights.sources}
     target = converted_dir() / f"{name}-{_stamp(list(paths.values()))}.pt"
     states = {}
-    for role, path in paths.items():
+    for source in weights.sources:
         try:
-            states[role] = torch.load(path, map_location="cpu", weights_only=True)
+            states[source.role] = torch.load(paths[source.role], map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"cannot load {path} ({type(e).__name__}: {e}); delete it so that it is downloaded "
-                             "again") from None
+            raise _unloadable_source_error(source, e) from None
     print(f"converting {', '.join(p.name for p in paths.values())} -> {target}", file=sys.stderr)
     payload = weights.build(states)
     payload["weights_source"] = {"name": name, "files": [str(p) for p in paths.values()],
@@ -192,6 +212,9 @@ def resolve_weights(weights: str | os.PathLike) -> Path:
     if path.suffix == ".pkl":
         raise ValueError(f"{path} is a pickle (Detectron2 / caffe2 weights?): convert it first with "
                          f"`poseseg convert-weights {path} --out {path.with_suffix('.pt')}`")
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(f"{path} is an exported ONNX graph, which runs in predict, eval and serve only: here "
+                         "a PyTorch checkpoint (.pt) is needed, such as the model_final.pt it was exported from")
     if path.exists() or not isinstance(weights, str):
         return path
     if is_named(weights):
