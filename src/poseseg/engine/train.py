@@ -178,11 +178,12 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
                 losses, skipped = _train_step(net, model, optimizer, scaler, images, targets, t=t, device=device,
                                               use_amp=use_amp, iteration=iteration, logger=logger)
                 if skipped:
-                    skipped_steps = _count_skipped(skipped_steps, t.max_skipped_steps, iteration, skipped)
+                    skipped_steps = _count_skipped(skipped_steps, t.max_skipped_steps, iteration, skipped,
+                                                   _loss_terms(losses))
                 done = iteration + 1  # a skipped step still counts: the schedule and the sampler moved on
                 step_time = time.perf_counter() - end
 
-                if losses is not None and (done % t.log_every == 0 or done == t.iters or done == start_iter + 1):
+                if not skipped and (done % t.log_every == 0 or done == t.iters or done == start_iter + 1):
                     values = dist.reduce_mean({**{k: v.item() for k, v in losses.items()},
                                                "loss": sum(losses.values()).item()})
                     values.update(lr=optimizer.param_groups[0]["lr"], time_s=step_time, data_time_s=data_time,
@@ -248,9 +249,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
 
 
 def _train_step(net, model: PoseSegModel, optimizer, scaler, images, targets, *, t, device: torch.device,
-                use_amp: bool, iteration: int, logger) -> tuple[dict | None, str]:
+                use_amp: bool, iteration: int, logger) -> tuple[dict, str]:
     """One optimizer step. Returns (losses, "") or, for a step skipped under train.nonfinite=skip,
-    (None, "loss" | "gradient"); a skipped step leaves weights, optimizer state and BatchNorm
+    (losses, "loss" | "gradient"); a skipped step leaves weights, optimizer state and BatchNorm
     statistics as they were. Under train.nonfinite=stop a non-finite loss ends the run."""
     saved_buffers = _snapshot_buffers(model) if t.nonfinite == "skip" else None
     with torch.autocast(device.type, enabled=use_amp):
@@ -268,7 +269,7 @@ def _train_step(net, model: PoseSegModel, optimizer, scaler, images, targets, *,
         if not use_amp and t.nonfinite == "skip" and not _all_finite(_grad_sum(model, device), device):
             skipped = "gradient"  # a finite loss with an inf/NaN gradient
     if skipped:
-        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        terms = _loss_terms(losses)
         if t.nonfinite == "stop":
             raise FloatingPointError(f"non-finite {skipped} at iteration {iteration}: {terms}. Lower "
                                      "train.base_lr, set train.clip_grad_norm, or train.nonfinite=skip to skip "
@@ -276,7 +277,7 @@ def _train_step(net, model: PoseSegModel, optimizer, scaler, images, targets, *,
         logger.message(f"skipping iteration {iteration}: non-finite {skipped} ({terms})")
         _restore_buffers(model, saved_buffers)
         optimizer.zero_grad(set_to_none=True)
-        return None, skipped
+        return losses, skipped
     scaler.step(optimizer)
     scaler.update()
     return losses, ""
@@ -334,14 +335,18 @@ def _grad_sum(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
     return torch.stack(grads).sum() if grads else torch.zeros((), device=device)
 
 
-def _count_skipped(skipped: int, limit: int, iteration: int, what: str) -> int:
-    """Count one skipped step; past ``train.max_skipped_steps`` stop the run."""
+def _count_skipped(skipped: int, limit: int, iteration: int, what: str, terms: str) -> int:
+    """Count one skipped step; past ``train.max_skipped_steps`` stop the run with the loss table."""
     skipped += 1
     if limit and skipped > limit:
         raise FloatingPointError(f"{skipped} steps skipped for a non-finite {what} (train.max_skipped_steps={limit}); "
-                                 f"last at iteration {iteration}. The run is not learning: lower train.base_lr or "
-                                 "set train.clip_grad_norm")
+                                 f"last at iteration {iteration}: {terms}. The run is not learning: lower "
+                                 "train.base_lr or set train.clip_grad_norm")
     return skipped
+
+
+def _loss_terms(losses: dict[str, torch.Tensor]) -> str:
+    return ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
 
 
 def _all_finite(total: torch.Tensor, device: torch.device) -> bool:
