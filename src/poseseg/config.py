@@ -137,6 +137,10 @@ class KeypointHeadConfig:
     max_rois_per_image: int = 128
     loss_weight: float = 1.0
     offset_loss_weight: float = 1.0
+    # a per-keypoint classifier of the data's visibility flag (0 not labelled, 1 occluded, 2 visible) on the
+    # tower's pooled features: ``keypoint_visibility`` in results, v in predictions.json
+    visibility: bool = False
+    visibility_loss_weight: float = 0.5
 
 
 @dataclass

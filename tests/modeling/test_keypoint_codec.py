@@ -87,8 +87,8 @@ def test_soft_ce_loss_is_lowest_at_its_gaussian_target_and_round_trips():
     target = head.codec.encode(kps, rois).heatmaps  # (R, K, H, H) Gaussians
     ideal = target.clamp(min=1e-30).log()
     matched = [torch.arange(8)]
-    at_target = head.loss(ideal, None, [rois], matched, [kps])["loss_keypoint"]
-    shifted = head.loss(ideal.roll(3, dims=-1), None, [rois], matched, [kps])["loss_keypoint"]
+    at_target = head.loss(ideal, None, None, [rois], matched, [kps])["loss_keypoint"]
+    shifted = head.loss(ideal.roll(3, dims=-1), None, None, [rois], matched, [kps])["loss_keypoint"]
     flat = target.flatten(2) / target.flatten(2).sum(-1, keepdim=True)
     entropy = -(flat * flat.clamp(min=1e-30).log()).sum(-1).mean()
     assert at_target.item() == pytest.approx(entropy.item(), rel=1e-4) and shifted > at_target + 1.0

@@ -72,7 +72,7 @@ def test_same_outputs_as_torchvision(kind, monkeypatch):
             tv = theirs.roi_heads.keypoint_predictor(theirs.roi_heads.keypoint_head(
                 theirs.roi_heads.keypoint_roi_pool(feats, boxes, batch.image_sizes)))
             our_feats = ours.fpn(ours.backbone(batch.tensors))
-            heatmaps, offsets = ours.keypoint_head(ours.keypoint_pooler(our_feats, boxes, batch.image_sizes))
+            heatmaps, offsets, _ = ours.keypoint_head(ours.keypoint_pooler(our_feats, boxes, batch.image_sizes))
         assert offsets is None
         torch.testing.assert_close(heatmaps, tv, atol=1e-4, rtol=1e-4)
 

@@ -31,6 +31,8 @@ def output_names(model: PoseSegModel) -> list[str]:
         names.append("mask_probs")  # (N, 1, M, M) in box coordinates
     if model.keypoint_head is not None:
         names += ["keypoints", "keypoint_scores", "keypoint_peaks"]
+        if model.keypoint_head.visibility_fc is not None:
+            names.append("keypoint_visibility")  # (N, K) int64 flag 0 / 1 / 2
     return names
 
 
@@ -70,9 +72,11 @@ class InferenceGraph(nn.Module):
         if m.keypoint_head is not None:
             same = mask_pooled is not None and m.mask_trunk is None and same_pooling(m.mask_pooler, m.keypoint_pooler)
             pooled = mask_pooled if same else m.keypoint_pooler(features, [boxes], image_sizes)
-            heatmaps, offsets = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H)
-            decoded = m.keypoint_head.decode(heatmaps, offsets, boxes)  # calibrated scores
+            heatmaps, offsets, visibility = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H), (N + 1, K, 3)
+            decoded = m.keypoint_head.decode(heatmaps, offsets, visibility, boxes)  # calibrated scores
             outputs += [decoded.keypoints[:-1], decoded.scores[:-1], decoded.peaks[:-1]]
+            if decoded.visibility is not None:
+                outputs.append(decoded.visibility[:-1])
         return tuple(outputs)
 
 

@@ -29,6 +29,7 @@ class DecodedKeypoints:
     keypoints: torch.Tensor  # (R, K, 3) image x, y, 1
     scores: torch.Tensor  # (R, K) in [0, 1]
     peaks: torch.Tensor  # (R, K, 2) image x, y of the heatmap peak before the offset refinement
+    visibility: torch.Tensor | None = None  # (R, K) int64 flag 0 / 1 / 2 (with the visibility classifier)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""Keypoint head: conv tower (optionally deformable) + deconv + 2x upsample -> K heatmaps and 2K offsets.
+"""Keypoint head: conv tower (optionally deformable) + deconv + 2x upsample -> K heatmaps and 2K offsets,
+and optionally a visibility classifier (K x 3 logits from the tower's pooled features).
 
 L_KEY = heatmap loss (``mse``: sigmoid vs Gaussian, the paper's; ``ce``: Mask R-CNN's spatial
-softmax) + offset loss (smooth-L1 on cells near each labelled keypoint).
+softmax) + offset loss (smooth-L1 on cells near each labelled keypoint) + visibility loss
+(cross-entropy against the ground truth's flag v in {0, 1, 2}).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ class KeypointHead(nn.Module):
     def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int, conv_dim: int,
                  heatmap_size: int = 56, offsets: bool = True, loss: str = "mse", sigma: float = 1.0,
                  offset_radius: float = 2.0, deform: bool = False, deform_modulated: bool = True, norm: str = "none",
-                 decode: str = "peak"):
+                 decode: str = "peak", visibility: bool = False, visibility_loss_weight: float = 0.5):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.heatmap_size = heatmap_size
@@ -44,26 +46,41 @@ class KeypointHead(nn.Module):
             self.offset_deconv = nn.ConvTranspose2d(dim, 2 * num_keypoints, 4, stride=2, padding=1)
             nn.init.zeros_(self.offset_deconv.weight)
             nn.init.zeros_(self.offset_deconv.bias)
+        self.visibility_fc = nn.Linear(dim, num_keypoints * 3) if visibility else None
+        self.visibility_loss_weight = visibility_loss_weight
+        if visibility:
+            self.loss_names += ("loss_keypoint_visibility",)
 
     def _upsample(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, size=(self.heatmap_size, self.heatmap_size), mode="bilinear", align_corners=False)
 
-    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """-> heatmap logits (R, K, H, H), offsets (R, 2K, H, H) or None, visibility logits (R, K, 3) or None."""
         x = self.tower(pooled)  # (R, D, S, S)
         heatmaps = self._upsample(self.heatmap_deconv(x))  # (R, K, H, H) logits
         offsets = None if self.offset_deconv is None else self._upsample(self.offset_deconv(x))  # (R, 2K, H, H)
-        return heatmaps, offsets
+        visibility = None
+        if self.visibility_fc is not None:
+            visibility = self.visibility_fc(x.mean(dim=(2, 3))).view(x.shape[0], self.num_keypoints, 3)  # (R, K, 3)
+        return heatmaps, offsets, visibility
 
-    def loss(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, proposals: list[torch.Tensor],
-             matched_idxs: list[torch.Tensor], gt_keypoints: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        graph_anchor = zero_loss(heatmaps, *([] if offsets is None else [offsets]))
+    def loss(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, visibility: torch.Tensor | None,
+             proposals: list[torch.Tensor], matched_idxs: list[torch.Tensor],
+             gt_keypoints: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        graph_anchor = zero_loss(heatmaps, *[o for o in (offsets, visibility) if o is not None])
         rois = torch.cat(proposals)  # (R, 4)
         kps = torch.cat([gt[idx] for gt, idx in zip(gt_keypoints, matched_idxs)])  # (R, K, 3)
         losses = {"loss_keypoint": graph_anchor}
         if offsets is not None:
             losses["loss_keypoint_offset"] = graph_anchor
+        if visibility is not None:
+            losses["loss_keypoint_visibility"] = graph_anchor
         if rois.shape[0] == 0:
             return losses
+        if visibility is not None:  # every keypoint of every RoI, the flag as the data gives it
+            flags = kps[..., 2].round().long().clamp(0, 2)  # (R, K)
+            losses["loss_keypoint_visibility"] = self.visibility_loss_weight * F.cross_entropy(
+                visibility.reshape(-1, 3), flags.reshape(-1))
         targets = self.codec.encode(kps, rois)
         if self.codec.loss == "mse":
             # per-map sum of squared errors, averaged over every map (unlabelled ones have zero targets),
@@ -86,16 +103,21 @@ class KeypointHead(nn.Module):
             losses["loss_keypoint_offset"] = F.smooth_l1_loss(pred[w], tgt[w], beta=1 / 9)
         return losses
 
-    def decode(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, rois: torch.Tensor) -> DecodedKeypoints:
-        """The codec's keypoints for (R, 4) RoIs, with scores through the fitted calibration."""
+    def decode(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, visibility: torch.Tensor | None,
+               rois: torch.Tensor) -> DecodedKeypoints:
+        """The codec's keypoints for (R, 4) RoIs, scores through the fitted calibration, and the most
+        likely visibility flag."""
         decoded = self.codec.decode(heatmaps, offsets, rois)
         decoded.scores = self.score_calibration(decoded.scores)  # (R, K)
+        if visibility is not None:
+            decoded.visibility = visibility.argmax(dim=-1)  # (R, K) in {0, 1, 2}
         return decoded
 
     @torch.no_grad()
-    def inference(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None,
+    def inference(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, visibility: torch.Tensor | None,
                   boxes: list[torch.Tensor]) -> list[DecodedKeypoints]:
-        decoded = self.decode(heatmaps, offsets, torch.cat(boxes))
+        decoded = self.decode(heatmaps, offsets, visibility, torch.cat(boxes))
         counts = [b.shape[0] for b in boxes]
-        return [DecodedKeypoints(k, s, p) for k, s, p in
-                zip(decoded.keypoints.split(counts), decoded.scores.split(counts), decoded.peaks.split(counts))]
+        flags = decoded.visibility.split(counts) if decoded.visibility is not None else [None] * len(boxes)
+        return [DecodedKeypoints(k, s, p, v) for k, s, p, v in
+                zip(decoded.keypoints.split(counts), decoded.scores.split(counts), decoded.peaks.split(counts), flags)]

@@ -148,9 +148,9 @@ class PoseSegModel(nn.Module):
                 losses.update(self._idle_head_losses("keypoint", features, sampled, image_sizes))
             else:
                 pooled = mask_pooled if share else self.keypoint_pooler(features, pos.proposals, image_sizes)
-                heatmaps, offsets = self.keypoint_head(pooled)
-                losses.update(self.keypoint_head.loss(heatmaps, offsets, pos.proposals, pos.matched_idxs,
-                                                      [t["keypoints"] for t in targets]))
+                heatmaps, offsets, visibility = self.keypoint_head(pooled)
+                losses.update(self.keypoint_head.loss(heatmaps, offsets, visibility, pos.proposals,
+                                                      pos.matched_idxs, [t["keypoints"] for t in targets]))
         return losses
 
     def _idle_head_losses(self, name: str, features, rois: SampledRoIs, image_sizes) -> dict[str, torch.Tensor]:
@@ -201,12 +201,13 @@ class PoseSegModel(nn.Module):
                 same = (mask_pooled is not None and not own_trunk
                         and same_pooling(self.mask_pooler, self.keypoint_pooler))
                 pooled = mask_pooled if same else self.keypoint_pooler(features, boxes, image_sizes)
-                heatmaps, offsets = self.keypoint_head(pooled)
+                heatmaps, offsets, visibility = self.keypoint_head(pooled)
                 if mirrored is not None:
                     if not (same and flip_pooled is not None):
                         flip_pooled = self.keypoint_pooler(mirrored, flip_boxes, image_sizes)
-                    heatmaps, offsets = self._average_with_flipped(heatmaps, offsets, flip_pooled)
-                decoded = self.keypoint_head.inference(heatmaps, offsets, boxes)
+                    heatmaps, offsets, visibility = self._average_with_flipped(heatmaps, offsets, visibility,
+                                                                               flip_pooled)
+                decoded = self.keypoint_head.inference(heatmaps, offsets, visibility, boxes)
             else:
                 decoded = None
             for i, d in enumerate(detections):
@@ -214,20 +215,26 @@ class PoseSegModel(nn.Module):
                 d["keypoints"] = decoded[i].keypoints if decoded else boxes[i].new_zeros((n, k, 3))
                 d["keypoint_scores"] = decoded[i].scores if decoded else boxes[i].new_zeros((n, k))
                 d["keypoint_peaks"] = decoded[i].peaks if decoded else boxes[i].new_zeros((n, k, 2))
+                if self.keypoint_head.visibility_fc is not None:
+                    d["keypoint_visibility"] = (decoded[i].visibility if decoded
+                                                else boxes[i].new_zeros((n, k), dtype=torch.int64))
         return detections
 
 
-    def _average_with_flipped(self, heatmaps, offsets, flip_pooled):
+    def _average_with_flipped(self, heatmaps, offsets, visibility, flip_pooled):
         """Average the keypoint head's outputs with those on the mirrored boxes, mirrored back."""
         if not self.keypoint_schema:
             raise ValueError("model.test_flip needs the keypoint schema's left/right pairs: load a trained "
                              "checkpoint (it carries the schema) or set model.keypoint_schema")
         perm = KeypointSchema.from_dict(self.keypoint_schema).flip_permutation()
-        flip_heatmaps, flip_offsets = unflip_keypoints(*self.keypoint_head(flip_pooled), perm)
+        flip_heatmaps, flip_offsets, flip_visibility = self.keypoint_head(flip_pooled)
+        flip_heatmaps, flip_offsets = unflip_keypoints(flip_heatmaps, flip_offsets, perm)
         heatmaps = (heatmaps + flip_heatmaps) / 2
         if offsets is not None:
             offsets = (offsets + flip_offsets) / 2
-        return heatmaps, offsets
+        if visibility is not None:  # a person's left wrist is the mirrored person's right wrist
+            visibility = (visibility + flip_visibility[:, torch.as_tensor(perm, device=visibility.device)]) / 2
+        return heatmaps, offsets, visibility
 
 
 def _nchw(features: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
@@ -339,7 +346,7 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
             in_channels=m.fpn.channels, num_keypoints=k.num_keypoints, num_convs=k.num_convs, conv_dim=k.conv_dim,
             heatmap_size=k.heatmap_size, offsets=k.offsets, loss=k.loss, sigma=k.sigma,
             offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated, norm=k.norm,
-            decode=k.decode)
+            decode=k.decode, visibility=k.visibility, visibility_loss_weight=k.visibility_loss_weight)
     loss_weights = {"loss_rpn_objectness": r.loss_weight, "loss_rpn_box": r.loss_weight,
                     "loss_box_cls": m.box.loss_weight, "loss_box_reg": m.box.loss_weight,
                     "loss_mask": m.mask.loss_weight, "loss_keypoint": m.keypoint.loss_weight,

@@ -7,6 +7,7 @@ stops at the RoI level, in the pixels of the resized picture it saw:
     mask_probs       (N, 1, M, M) in [0, 1]    the predicted class's mask over each box
     keypoints        (N, K, 3) x, y, 1         decoded (peak + offset; flip TTA already averaged)
     keypoint_scores  (N, K)                    keypoint_peaks (N, K, 2) the peaks before the offsets
+    keypoint_visibility (N, K) int64           0 not labelled, 1 occluded, 2 visible (visibility head only)
 
 :func:`postprocess` maps boxes and keypoints to the original picture and pastes the masks with
 the one half-pixel-aligned paste (:mod:`poseseg.modeling.mask_paste`): into full (N, 1, H, W)
@@ -63,6 +64,8 @@ def postprocess(outputs: RoIOutputs, *, masks: str = "image", score_thresh: floa
         if "keypoints" in det:
             out["keypoints"] = resize_keypoints(det["keypoints"], resized, original)  # (N, K, 3)
             out["keypoint_scores"] = det["keypoint_scores"]
+            if "keypoint_visibility" in det:
+                out["keypoint_visibility"] = det["keypoint_visibility"]
             if keypoint_peaks:
                 out["keypoint_peaks"] = resize_keypoints(det["keypoint_peaks"], resized, original)  # (N, K, 2)
         results.append(out)
@@ -72,8 +75,8 @@ def postprocess(outputs: RoIOutputs, *, masks: str = "image", score_thresh: floa
 def coco_records(pred: dict, image_id: int, *, category_id: int = 1, extra: dict | None = None,
                  mask_thresh: float = 0.5) -> list[dict]:
     """One image's prediction (tensors or numpy) -> one COCO result record per person: ``bbox`` (xywh),
-    ``score``, and where present ``segmentation`` (RLE), ``keypoints`` (flat x, y, v with v = 1, the
-    results convention), ``keypoint_scores`` and ``track_id``; ``extra`` is merged into each."""
+    ``score``, and where present ``segmentation`` (RLE), ``keypoints`` (flat x, y, v: v from the visibility
+    head, else 1, the results convention), ``keypoint_scores`` and ``track_id``; ``extra`` is merged into each."""
     boxes = np.asarray(_numpy(pred["boxes"]), dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(_numpy(pred["scores"]), dtype=np.float64).reshape(-1)
     records = []
@@ -87,7 +90,9 @@ def coco_records(pred: dict, image_id: int, *, category_id: int = 1, extra: dict
             record["segmentation"] = _full_mask_rle(_numpy(pred["masks"])[i], mask_thresh)
         if "keypoints" in pred:
             kps = np.asarray(_numpy(pred["keypoints"])[i], dtype=np.float64)  # (K, 3)
-            record["keypoints"] = np.concatenate([kps[:, :2], np.ones((len(kps), 1))], axis=1).reshape(-1).tolist()
+            flags = (np.asarray(_numpy(pred["keypoint_visibility"])[i], dtype=np.float64)[:, None]
+                     if "keypoint_visibility" in pred else np.ones((len(kps), 1)))  # (K, 1)
+            record["keypoints"] = np.concatenate([kps[:, :2], flags], axis=1).reshape(-1).tolist()
             if "keypoint_scores" in pred:
                 record["keypoint_scores"] = [float(s) for s in _numpy(pred["keypoint_scores"])[i]]
         if "track_ids" in pred:

@@ -33,6 +33,8 @@ def init_from_weights(model: nn.Module, weights: str | Path) -> list[str]:
     # init: the new model keeps its own instead
     untrained = set((payload.get("conversion_report") or {}).get("left_at_init", [])) if isinstance(payload, dict) else set()
     state = {k: v for k, v in state.items() if k not in untrained}
+    # a fitted keypoint score calibration describes the old model's scores, not the fine-tuned one's
+    state = {k: v for k, v in state.items() if not k.startswith("keypoint_head.score_calibration.")}
     own = model.state_dict()
     log = []
     source_schema = payload.get("keypoint_schema") if isinstance(payload, dict) else None

@@ -17,6 +17,8 @@ PER_KEYPOINT_TENSORS = [
     ("keypoint_head.heatmap_deconv.bias", 0, 1),  # (K,)
     ("keypoint_head.offset_deconv.weight", 1, 2),  # (in, 2K, 4, 4): (dx_k, dy_k) interleaved
     ("keypoint_head.offset_deconv.bias", 0, 2),  # (2K,)
+    ("keypoint_head.visibility_fc.weight", 0, 3),  # (3K, in): logits of v = 0, 1, 2 per keypoint
+    ("keypoint_head.visibility_fc.bias", 0, 3),  # (3K,)
 ]
 
 
