@@ -29,6 +29,7 @@ from poseseg.weights.load import load_model
 # probabilities p of a person
 RESCORE = {
     "box": lambda b, p: b,
+    "box*mean_raw": None,  # the raw (uncalibrated) keypoint scores' mean
     "box*mean_p": lambda b, p: b * p.mean(),
     "sqrt(box*mean_p)": lambda b, p: np.sqrt(b * p.mean()),
     "box*mean_top_half_p": lambda b, p: b * np.sort(p)[len(p) // 2:].mean(),
@@ -89,7 +90,7 @@ def main() -> None:
         datasets[name] = ds
         pairs = detections_with_truth(model, ds, device=device)
         raw[name] = keypoint_outcomes(pairs, sigmas)
-        records[name] = predict_records(model, ds, device=device)
+        records[name], _ = predict_records(model, ds, device=device)
         print(f"{name}: {len(raw[name][0])} keypoints of detected people, {int(raw[name][1].sum())} right", flush=True)
 
     fits = {m: fit_calibration(*raw["calib"], method=m) for m in ("isotonic", "platt")}
@@ -106,8 +107,9 @@ def main() -> None:
         for rule, combine in RESCORE.items():
             dets = []
             for r in records[name]:
-                p = apply_calibration(np.asarray(r["keypoint_scores"]), xs, ys)
-                dets.append({**r, "score": float(combine(r["score"], p))})
+                raw_p = np.asarray(r["keypoint_scores"])
+                score = r["score"] * raw_p.mean() if combine is None else combine(r["score"], apply_calibration(raw_p, xs, ys))
+                dets.append({**r, "score": float(score)})
             report = score_results(datasets[name].json_path, {"keypoints": dets}, category_id=1,
                                    iou_types=["keypoints"], sigmas=sigmas,
                                    image_ids=[int(i) for i in datasets[name].image_ids], verbose=False)

@@ -17,7 +17,9 @@ Images: a list of float tensors (3, H, W) with values in [0, 1], RGB, any sizes.
     labels           (N,)   int64
     masks            (N, 1, H, W) float32 in [0, 1]           (when the mask head is on)
     keypoints        (N, K, 3) float32: x, y, 1 (visibility)    (when the keypoint head is on)
-    keypoint_scores  (N, K) float32 in [0, 1]                   (when the keypoint head is on)
+    keypoint_scores  (N, K) float32 in [0, 1]                   (when the keypoint head is on; after
+                     ``poseseg calibrate``: the probability of lying within OKS-ks 0.5 of the truth)
+    keypoint_visibility (N, K) int64: 0 not labelled, 1 occluded, 2 visible (model.keypoint.visibility)
 Keys of heads that are not in the model are absent. The training-mode output is a dict of
 scalar loss tensors whose names start with ``loss_``.
 """
@@ -45,3 +47,4 @@ class Prediction(TypedDict, total=False):
     masks: torch.Tensor
     keypoints: torch.Tensor
     keypoint_scores: torch.Tensor
+    keypoint_visibility: torch.Tensor

@@ -204,7 +204,8 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
     ``result``: dict with any of ``boxes`` (N, 4) xyxy, ``scores`` (N,) (absent for ground truth:
     everybody is drawn), ``masks`` (N, 1, H, W) float or (N, H, W) bool/uint8, ``keypoints``
     (N, K, 3), ``keypoint_scores`` (N, K) (absent: the third keypoint column, i.e. the
-    visibility, is compared with ``keypoint_thresh``), ``iscrowd`` (N,) (crowd regions drawn
+    visibility, is compared with ``keypoint_thresh``), ``keypoint_visibility`` (N, K) (the visibility
+    head's flag: 0 hidden, 1 occluded drawn hollow, 2 visible), ``iscrowd`` (N,) (crowd regions drawn
     grey, without skeleton), ``track_ids`` (N,) (video: one colour per ID, ``#ID`` on the label),
     torch tensors or numpy arrays. ``offsets`` (N, K, 2): arrow start
     points in image coordinates, drawn when ``show_offsets``.
@@ -218,6 +219,7 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
     masks = _np(result.get("masks"))
     scores = _np(result.get("scores"))
     kp_scores = _np(result.get("keypoint_scores"))
+    kp_flags = _np(result.get("keypoint_visibility"))  # (N, K) 0 / 1 / 2 from the visibility head
     crowd = _np(result.get("iscrowd"))
     track_ids = _np(result.get("track_ids"))  # (N,): colour per track ID and the ID on the box
     n = next((len(x) for x in (boxes, kps, masks, scores) if x is not None), 0)
@@ -263,6 +265,10 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
         p = kps[i]
         conf = kp_scores[i] if kp_scores is not None else p[:, 2]
         shown = conf >= keypoint_thresh if kp_scores is not None else (p[:, 2] > 0) & (p[:, 2] >= keypoint_thresh)
+        occluded = np.zeros(len(p), bool)
+        if kp_flags is not None:  # predicted "not labelled" is hidden, "occluded" drawn hollow
+            shown = shown & (kp_flags[i] > 0)
+            occluded = kp_flags[i] == 1
         limbs = 0
         for a, b in schema.skeleton:
             if shown[a] and shown[b]:
@@ -271,7 +277,10 @@ def draw(image: Any, result: dict, *, schema: KeypointSchema | None = None, scor
         for k in np.nonzero(shown)[0]:
             k = int(k)
             side = "left" if schema.is_left(k) else ("right" if schema.is_right(k) else "center")
-            _dot(d, p[k, :2], style.radius, _side_color(side), width=max(1, style.outline))
+            if occluded[k]:
+                _dot(d, p[k, :2], style.radius, None, outline=_side_color(side), width=max(2, style.outline + 1))
+            else:
+                _dot(d, p[k, :2], style.radius, _side_color(side), width=max(1, style.outline))
         if offs is not None:
             for k in np.nonzero(shown)[0]:
                 _arrow(d, offs[i, int(k)].astype(np.float64), p[int(k), :2].astype(np.float64), style)

@@ -95,3 +95,43 @@ def test_the_torch_map_equals_numpy_interp_and_old_checkpoints_load_as_identity(
     assert not bool(fresh.fitted) and torch.equal(fresh(torch.tensor([0.3])), torch.tensor([0.3]))
     with pytest.raises(ValueError, match="non-decreasing"):
         calibration.set_knots(xs[::-1].copy(), ys)
+
+
+def test_cli_calibrate_writes_a_checkpoint_whose_scores_are_probabilities(trained_checkpoint, synth_data, tmp_path,
+                                                                          capsys):
+    """Ground truth made from the model's own people: half of their keypoints moved far away (wrong),
+    the rest kept (right), so a calibrated score must say ~0.5 wherever the raw one lies."""
+    import json
+
+    from poseseg.cli import main
+    from poseseg.data.image_io import load_image_rgb
+    from poseseg.predictor import Predictor
+
+    rng = np.random.default_rng(0)
+    val = json.loads((synth_data / "val.json").read_text())
+    raw = Predictor(trained_checkpoint, device="cpu", score_thresh=0.0)
+    anns = []
+    for info in val["images"]:
+        result = raw.predict(load_image_rgb(synth_data / "val" / info["file_name"]))
+        for box, kps in zip(result["boxes"][:20].tolist(), result["keypoints"][:20]):
+            kps = kps.copy()
+            kps[:, 2] = 2
+            kps[rng.random(len(kps)) < 0.5, :2] += 1000.0  # far outside any OKS radius
+            x1, y1, x2, y2 = box
+            anns.append({"id": len(anns) + 1, "image_id": info["id"], "category_id": 1, "iscrowd": 0,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": max((x2 - x1) * (y2 - y1), 1.0),
+                         "keypoints": kps.reshape(-1).tolist(), "num_keypoints": len(kps)})
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({**val, "annotations": anns}))
+    out = tmp_path / "calibrated.pt"
+    args = ["calibrate", "--weights", str(trained_checkpoint), "--data", str(truth), "--images",
+            str(synth_data / "val"), "--out", str(out), "--score-thresh", "0"]
+    assert main(args) == 0
+    report = capsys.readouterr().out
+    before, after = (float(v) for v in report.split("error ")[1].split(" on")[0].split(" -> "))
+    assert after < 0.05 < before
+    calibrated = Predictor(out, device="cpu", score_thresh=0.0)
+    assert bool(calibrated.model.keypoint_head.score_calibration.fitted)
+    scores = calibrated.predict(load_image_rgb(synth_data / "val" / val["images"][0]["file_name"]))["keypoint_scores"]
+    assert 0.3 < float(scores.mean()) < 0.7  # about half of the keypoints are right, whatever the raw score
+    assert main(args) == 2 and "never overwrites" in capsys.readouterr().err

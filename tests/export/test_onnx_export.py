@@ -84,6 +84,8 @@ def assert_parity(model, runner: OrtModel, images: list[torch.Tensor]) -> None:
             torch.testing.assert_close(got["keypoints"], ref["keypoints"], atol=0.1, rtol=0)
             torch.testing.assert_close(got["keypoint_scores"], ref["keypoint_scores"], atol=1e-3, rtol=0)
             torch.testing.assert_close(got["keypoint_peaks"], ref["keypoint_peaks"], atol=0.1, rtol=0)
+        if "keypoint_visibility" in ref:
+            assert torch.equal(got["keypoint_visibility"], ref["keypoint_visibility"])
     assert total > 0, "no detections: the heads' parity went untested"
 
 
@@ -144,7 +146,8 @@ def test_what_cannot_be_exported_faithfully_is_refused_by_name(tmp_path):
 
 def test_tiny_parity_with_deformable_pooling_and_any_size(coco_images, tmp_path):
     # deformable RoI pooling (decomposed into standard ops) with non-zero offsets, dynamic image size
-    model, cfg = build("tiny", ["model.roi.deform_pool=[mask,keypoint]"], offsets=True)
+    model, cfg = build("tiny", ["model.roi.deform_pool=[mask,keypoint]", "model.keypoint.visibility=true"],
+                       offsets=True)
     # a fitted keypoint score calibration (steep where this random model's scores lie) travels into the graph
     xs = torch.linspace(0, 2e-3, 33)
     model.keypoint_head.score_calibration.set_knots(xs, (xs / 2e-3).sqrt())

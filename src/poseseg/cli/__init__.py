@@ -222,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="COCO keypoints JSON of pictures the model did not train on")
     p.add_argument("--images", required=True, help="their image folder")
     p.add_argument("--out", required=True, help="the calibrated checkpoint to write (never overwritten)")
-    p.add_argument("--method", default="isotonic", choices=("isotonic", "platt"),
-                   help="isotonic (default; measured best, benchmarks/RESULTS.md) or platt")
+    p.add_argument("--method", default="platt", choices=("platt", "isotonic"),
+                   help="platt (default; measured best, benchmarks/RESULTS.md) or isotonic")
+    p.add_argument("--score-thresh", type=float, default=0.5,
+                   help="calibrate the keypoints of people kept at this box score (predict's default 0.5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. model.test_flip=true)")
     p.set_defaults(func=cmd_calibrate)

@@ -242,7 +242,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from poseseg.engine.calibrate import calibrate_checkpoint
 
     report = calibrate_checkpoint(args.weights, args.data, args.images, args.out, method=args.method,
-                                  overrides=list(args.overrides), device=args.device)
+                                  overrides=list(args.overrides), device=args.device,
+                                  score_thresh=args.score_thresh)
     print(report.summary())
     print(f"calibrated checkpoint: {args.out}")
     return 0

@@ -79,7 +79,7 @@ def reliability_bins(scores: np.ndarray, right: np.ndarray, bins: int = 15) -> l
     return out
 
 
-def fit_calibration(scores: np.ndarray, right: np.ndarray, method: str = "isotonic") -> tuple[np.ndarray, np.ndarray]:
+def fit_calibration(scores: np.ndarray, right: np.ndarray, method: str = "platt") -> tuple[np.ndarray, np.ndarray]:
     """(xs, ys): ``KNOTS`` knots of a non-decreasing map from raw score to the probability of being
     right, at quantiles of the raw scores (where the data is). ``isotonic``: pool-adjacent-violators
     (scipy); ``platt``: a logistic regression on the logit of the score."""
@@ -155,7 +155,7 @@ class CalibrationReport:
 def detections_with_truth(model, dataset, *, device: torch.device, batch_size: int = 2) -> list[tuple[list[dict], dict]]:
     """(ground-truth annotations, result) per image of ``dataset``, the result in :func:`keypoint_outcomes`'
     form, from the evaluation's own prediction path."""
-    records = predict_records(model, dataset, device=device, batch_size=batch_size)
+    records, unreadable = predict_records(model, dataset, device=device, batch_size=batch_size)  # unreadable: left out
     truth = json.loads(Path(dataset.json_path).read_text())
     anns: dict[int, list[dict]] = {}
     for a in truth.get("annotations", []):
@@ -164,7 +164,7 @@ def detections_with_truth(model, dataset, *, device: torch.device, batch_size: i
     for r in records:
         by_image.setdefault(r["image_id"], []).append(r)
     pairs = []
-    for image_id in (int(i) for i in dataset.image_ids):
+    for image_id in (int(i) for i in dataset.image_ids if int(i) not in unreadable):
         mine = by_image.get(image_id, [])
         result = {"boxes": np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in mine)]).reshape(-1, 4),
                   "scores": np.array([r["score"] for r in mine]),
@@ -174,8 +174,8 @@ def detections_with_truth(model, dataset, *, device: torch.device, batch_size: i
     return pairs
 
 
-def calibrate_model(model, dataset, *, sigmas: list[float], method: str = "isotonic", device: torch.device,
-                    batch_size: int = 2) -> CalibrationReport:
+def calibrate_model(model, dataset, *, sigmas: list[float], method: str = "platt", device: torch.device,
+                    batch_size: int = 2, score_thresh: float = 0.5) -> CalibrationReport:
     """Fit the keypoint head's score calibration on a labelled dataset (from the raw scores, whatever
     was fitted before) and set it in ``model``."""
     if model.keypoint_head is None:
@@ -187,7 +187,7 @@ def calibrate_model(model, dataset, *, sigmas: list[float], method: str = "isoto
     calibration.set_knots(torch.linspace(0, 1, KNOTS), torch.linspace(0, 1, KNOTS))  # raw scores
     try:
         scores, right = keypoint_outcomes(detections_with_truth(model, dataset, device=device, batch_size=batch_size),
-                                          sigmas)
+                                          sigmas, min_box_score=score_thresh)
         xs, ys = fit_calibration(scores, right, method)
     except BaseException:
         calibration.set_knots(*fitted[:2])
@@ -200,8 +200,8 @@ def calibrate_model(model, dataset, *, sigmas: list[float], method: str = "isoto
 
 
 def calibrate_checkpoint(weights: str | Path, data: str | Path, images: str | Path, out: str | Path, *,
-                         method: str = "isotonic", overrides: list[str] | None = None,
-                         device: str = "cpu") -> CalibrationReport:
+                         method: str = "platt", overrides: list[str] | None = None,
+                         device: str = "cpu", score_thresh: float = 0.5) -> CalibrationReport:
     """``poseseg calibrate``: fit the keypoint score calibration of ``weights`` on a labelled COCO set
     (pictures the model did not train on) and write the calibrated checkpoint to ``out`` (never
     overwritten). The map travels in the checkpoint and into exported ONNX files."""
@@ -225,9 +225,10 @@ def calibrate_checkpoint(weights: str | Path, data: str | Path, images: str | Pa
     sigmas = sigmas or dataset.schema.sigmas
     target = resolve_device(device)
     model.to(target)
-    report = calibrate_model(model, dataset, sigmas=sigmas, method=method, device=target)
+    report = calibrate_model(model, dataset, sigmas=sigmas, method=method, device=target, score_thresh=score_thresh)
     save_checkpoint(out, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.to_dict(),
                           "keypoint_schema": model.keypoint_schema,
-                          "keypoint_calibration": {"method": method, "data": str(data), "keypoints": report.keypoints,
+                          "keypoint_calibration": {"method": method, "data": str(data), "score_thresh": score_thresh,
+                                                   "keypoints": report.keypoints,
                                                    "ece_before": report.ece_before, "ece_after": report.ece_after}})
     return report

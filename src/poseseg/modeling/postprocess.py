@@ -8,6 +8,8 @@ stops at the RoI level, in the pixels of the resized picture it saw:
     keypoints        (N, K, 3) x, y, 1         decoded (peak + offset; flip TTA already averaged)
     keypoint_scores  (N, K)                    keypoint_peaks (N, K, 2) the peaks before the offsets
     keypoint_visibility (N, K) int64           0 not labelled, 1 occluded, 2 visible (visibility head only)
+    keypoint_instance_scores (N,)              the score ranking people for keypoint AP (box score x mean
+                                               keypoint probability once calibrated, else the box score)
 
 :func:`postprocess` maps boxes and keypoints to the original picture and pastes the masks with
 the one half-pixel-aligned paste (:mod:`poseseg.modeling.mask_paste`): into full (N, 1, H, W)
@@ -64,6 +66,8 @@ def postprocess(outputs: RoIOutputs, *, masks: str = "image", score_thresh: floa
         if "keypoints" in det:
             out["keypoints"] = resize_keypoints(det["keypoints"], resized, original)  # (N, K, 3)
             out["keypoint_scores"] = det["keypoint_scores"]
+            if "keypoint_instance_scores" in det:
+                out["keypoint_instance_scores"] = det["keypoint_instance_scores"]
             if "keypoint_visibility" in det:
                 out["keypoint_visibility"] = det["keypoint_visibility"]
             if keypoint_peaks:
@@ -95,6 +99,8 @@ def coco_records(pred: dict, image_id: int, *, category_id: int = 1, extra: dict
             record["keypoints"] = np.concatenate([kps[:, :2], flags], axis=1).reshape(-1).tolist()
             if "keypoint_scores" in pred:
                 record["keypoint_scores"] = [float(s) for s in _numpy(pred["keypoint_scores"])[i]]
+            if "keypoint_instance_scores" in pred:
+                record["keypoints_score"] = float(_numpy(pred["keypoint_instance_scores"])[i])
         if "track_ids" in pred:
             record["track_id"] = int(pred["track_ids"][i])
         records.append({**record, **(extra or {})})
@@ -111,7 +117,8 @@ def records_by_iou_type(records: list[dict]) -> dict[str, list[dict]]:
         base = {"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"]}
         for iou_type, key in IOU_TYPE_FIELDS.items():
             if key in r:
-                out[iou_type].append({**base, key: r[key]})
+                score = r.get("keypoints_score", r["score"]) if iou_type == "keypoints" else r["score"]
+                out[iou_type].append({**base, "score": score, key: r[key]})
     return out
 
 
