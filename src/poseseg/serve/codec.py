@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from poseseg.data.image_io import ImageReadError, decode_image_bytes
 from poseseg.serve.sniff import describe_bytes, looks_like_urlencoded_form
 
 ACCEPTED_TYPES = "JPEG, PNG, BMP, TIFF, WebP or GIF"
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away before the answer
 HOW_TO_SEND = ("as a multipart file field named 'image' (curl -F image=@photo.jpg) or as the raw request body "
                "(curl --data-binary @photo.jpg)")
 
@@ -53,12 +54,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         raise ApiError(413, "too_large", f"the request body is {int(declared) / 2**20:.1f} MB; the limit is "
                        f"{limit_mb:g} MB (start the server with a larger --max-image-mb)")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, "too_large", f"the request body is over the limit of {limit_mb:g} MB "
-                           f"(start the server with a larger --max-image-mb)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, "too_large", f"the request body is over the limit of {limit_mb:g} MB "
+                               f"(start the server with a larger --max-image-mb)")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer: not a server error, just a line in the access log
+        raise ApiError(CLIENT_CLOSED, "client_closed_request", f"the client closed the connection after sending "
+                       f"{size} of {declared or 'an unknown number of'} bytes") from None
     return b"".join(chunks)
 
 
