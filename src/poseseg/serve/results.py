@@ -90,7 +90,13 @@ def encode_mask(mask: np.ndarray, mask_format: str) -> dict | list[list[float]]:
     """(H, W) bool -> COCO RLE ``{"size", "counts"}`` or a list of flat polygon outlines."""
     if mask_format == "polygon":
         return mask_polygons(mask)
-    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+    # COCO RLE runs down the columns: a column-major plane that only the person's region is copied into
+    # (converting the whole (H, W) plane took ~0.15 s per person on a 12-megapixel photo)
+    plane = np.zeros(mask.shape, dtype=np.uint8, order="F")
+    region = _region(mask)
+    if region is not None:
+        plane[region] = mask[region]
+    rle = mask_util.encode(plane)
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -98,6 +104,19 @@ def mask_polygons(mask: np.ndarray) -> list[list[float]]:
     """Outer outlines of a binary mask, each ``[x1, y1, x2, y2, ...]`` (3 points or more)."""
     import cv2
 
-    contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
+    region = _region(mask)
+    if region is None:
+        return []
+    rows, cols = region
+    contours, _ = cv2.findContours(np.ascontiguousarray(mask[region], dtype=np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE, offset=(cols.start, rows.start))
     return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+
+
+def _region(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns that hold the mask's pixels (None for an empty mask)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
