@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 import logging
 import secrets
@@ -28,7 +29,7 @@ from poseseg.export.ort_model import OrtModel
 from poseseg.keypoint_schema import KeypointSchema, coco_person_schema
 from poseseg.serve.batcher import Batcher
 from poseseg.serve.codec import ApiError, Upload, read_upload
-from poseseg.serve.results import OUTPUTS, OutputOptions, schema_json, select, to_json
+from poseseg.serve.results import OUTPUTS, OutputOptions, full_masks, schema_json, select, to_json
 from poseseg.serve.settings import API_KEY_HEADER, ServeSettings
 
 log = logging.getLogger("poseseg.serve")
@@ -52,7 +53,9 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
     """
     settings = settings or ServeSettings()
     max_batch = settings.batch_size_for(predictor.device)
-    batcher = Batcher(predictor.predict_batch, max_batch=max_batch, max_wait_ms=settings.max_wait_ms)
+    # masks stay in their boxes (BoxMask): a 12-megapixel photo costs no full-size plane per person
+    batcher = Batcher(functools.partial(predictor.predict_batch, full_masks=False), max_batch=max_batch,
+                      max_wait_ms=settings.max_wait_ms)
     schema = _schema_of(predictor)
     available = _available_outputs(predictor)
 
@@ -166,7 +169,10 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
 def _draw_overlay(image, pred, options: OutputOptions, schema, image_format: str) -> bytes:
     from poseseg.visualize import draw
 
-    picture = draw(image, select(pred, options.score_thresh, options.outputs), schema=schema, score_thresh=0.0,
+    chosen = select(pred, options.score_thresh, options.outputs)
+    if "masks" in chosen:
+        chosen["masks"] = full_masks(chosen["masks"], image.shape[:2])
+    picture = draw(image, chosen, schema=schema, score_thresh=0.0,
                    show_boxes="boxes" in options.outputs, show_masks="masks" in options.outputs,
                    show_keypoints="keypoints" in options.outputs)
     buffer = io.BytesIO()

@@ -1,5 +1,9 @@
 """A prediction (numpy arrays) -> the JSON the API returns, in ``simple`` or ``coco`` form.
 
+A prediction's masks are ``box_masks`` (a list of :class:`BoxMask`, as ``Predictor.predict_batch(...,
+full_masks=False)`` gives them to the server: memory that does not grow with the photo) or ``masks``
+((N, H, W) bool planes).
+
 ``simple``: ``{"image", "people": [{"box": [x1, y1, x2, y2], "score", "mask", "keypoints":
 [[x, y, score], ...]}], "keypoint_schema"}``. ``coco``: ``{"image", "results": [COCO result
 records, as in poseseg predict's predictions.json], "categories", "keypoint_schema"}``. Masks
@@ -11,14 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pycocotools import mask as mask_util
+import torch
 
 from poseseg.keypoint_schema import KeypointSchema
+from poseseg.modeling.mask_paste import BoxMask, box_mask_to_rle, masks_to_image
 from poseseg.modeling.postprocess import coco_records
 
 OUTPUTS = ("boxes", "masks", "keypoints")
 FORMATS = ("simple", "coco")
 MASK_FORMATS = ("rle", "polygon")
+MASK_THRESH = 0.5  # a pixel belongs to the person at this mask probability (as in Predictor and COCO records)
 
 
 @dataclass
@@ -29,16 +35,23 @@ class OutputOptions:
     mask_format: str = "rle"
 
 
-def select(pred: dict[str, np.ndarray], score_thresh: float, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The people at or above ``score_thresh``, with boxes/scores and only the asked-for masks/keypoints."""
+def select(pred: dict, score_thresh: float, outputs: tuple[str, ...]) -> dict:
+    """The people at or above ``score_thresh``, with boxes/scores and only the asked-for masks/keypoints;
+    their masks as a list (``BoxMask`` or (H, W) bool, as they came) under ``masks``."""
     keep = pred["scores"] >= score_thresh
     out = {k: pred[k][keep] for k in ("boxes", "scores", "labels") if k in pred}
-    if "masks" in outputs and "masks" in pred:
-        out["masks"] = pred["masks"][keep]
+    masks = pred.get("box_masks", pred.get("masks"))
+    if "masks" in outputs and masks is not None:
+        out["masks"] = [mask for mask, kept in zip(masks, keep) if kept]
     if "keypoints" in outputs and "keypoints" in pred:
         out["keypoints"] = pred["keypoints"][keep]
         out["keypoint_scores"] = pred["keypoint_scores"][keep]
     return out
+
+
+def full_masks(masks: list, image_hw: tuple[int, int]) -> np.ndarray:
+    """The masks ``select`` gives as (N, H, W) bool planes (for drawing)."""
+    return masks_to_image([as_box_mask(m) for m in masks], image_hw, threshold=MASK_THRESH)
 
 
 def to_json(pred: dict[str, np.ndarray], options: OutputOptions, *, image_info: dict,
@@ -78,45 +91,39 @@ def _simple_people(pred: dict[str, np.ndarray], mask_format: str) -> list[dict]:
     return people
 
 
-def _coco_records(pred: dict[str, np.ndarray], mask_format: str) -> list[dict]:
-    records = coco_records(pred, image_id=0)
-    if mask_format == "polygon":
-        for record, mask in zip(records, pred.get("masks", [])):
-            record["segmentation"] = encode_mask(mask, "polygon")
+def _coco_records(pred: dict, mask_format: str) -> list[dict]:
+    records = coco_records({k: v for k, v in pred.items() if k != "masks"}, image_id=0)
+    for record, mask in zip(records, pred.get("masks", [])):
+        record["segmentation"] = encode_mask(mask, mask_format)
     return records
 
 
-def encode_mask(mask: np.ndarray, mask_format: str) -> dict | list[list[float]]:
-    """(H, W) bool -> COCO RLE ``{"size", "counts"}`` or a list of flat polygon outlines."""
+def encode_mask(mask: BoxMask | np.ndarray, mask_format: str) -> dict | list[list[float]]:
+    """A person's mask (a ``BoxMask`` or an (H, W) bool plane) -> COCO RLE ``{"size", "counts"}`` or a list
+    of flat polygon outlines."""
     if mask_format == "polygon":
         return mask_polygons(mask)
-    # COCO RLE runs down the columns: a column-major plane that only the person's region is copied into
-    # (converting the whole (H, W) plane took ~0.15 s per person on a 12-megapixel photo)
-    plane = np.zeros(mask.shape, dtype=np.uint8, order="F")
-    region = _region(mask)
-    if region is not None:
-        plane[region] = mask[region]
-    rle = mask_util.encode(plane)
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    rle = box_mask_to_rle(as_box_mask(mask), threshold=MASK_THRESH)
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
 
 
-def mask_polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer outlines of a binary mask, each ``[x1, y1, x2, y2, ...]`` (3 points or more)."""
+def mask_polygons(mask: BoxMask | np.ndarray) -> list[list[float]]:
+    """Outer outlines of a mask, each ``[x1, y1, x2, y2, ...]`` (3 points or more), in the picture's pixels."""
     import cv2
 
-    region = _region(mask)
-    if region is None:
-        return []
-    rows, cols = region
-    contours, _ = cv2.findContours(np.ascontiguousarray(mask[region], dtype=np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE, offset=(cols.start, rows.start))
+    box = as_box_mask(mask)
+    pixels = np.ascontiguousarray((box.probs >= MASK_THRESH).cpu().numpy(), dtype=np.uint8)
+    contours, _ = cv2.findContours(pixels, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(box.x0, box.y0))
     return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
 
 
-def _region(mask: np.ndarray) -> tuple[slice, slice] | None:
-    """The rows and columns that hold the mask's pixels (None for an empty mask)."""
+def as_box_mask(mask: BoxMask | np.ndarray) -> BoxMask:
+    """An (H, W) bool plane as the ``BoxMask`` of the rows and columns that hold its pixels; a BoxMask as is."""
+    if isinstance(mask, BoxMask):
+        return mask
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
-        return None
+        return BoxMask(0, 0, torch.zeros(0, 0), tuple(mask.shape))
     cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return BoxMask(x0, y0, torch.from_numpy(mask[y0:y1, x0:x1].astype(np.float32)), tuple(mask.shape))
