@@ -29,6 +29,7 @@ from poseseg.export.ort_model import OrtModel
 from poseseg.keypoint_schema import KeypointSchema, coco_person_schema
 from poseseg.serve.batcher import Batcher
 from poseseg.serve.codec import ApiError, Upload, read_upload
+from poseseg.serve.memory import after_large_pictures
 from poseseg.serve.results import OUTPUTS, OutputOptions, full_masks, schema_json, select, to_json
 from poseseg.serve.settings import API_KEY_HEADER, ServeSettings
 
@@ -42,6 +43,7 @@ IMAGE_BODY = {"requestBody": {"required": True, "description": "the image: a mul
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 ERROR_RESPONSES = {400: {"description": "bad request: {error, message, field}"},
                    401: {"description": "missing or wrong API key"}, 413: {"description": "image too large"},
+                   415: {"description": "not an image (the message says what was sent), or a form/JSON body"},
                    500: {"description": "the model failed; the id is in the server log"}}
 
 
@@ -53,9 +55,10 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
     """
     settings = settings or ServeSettings()
     max_batch = settings.batch_size_for(predictor.device)
-    # masks stay in their boxes (BoxMask): a 12-megapixel photo costs no full-size plane per person
-    batcher = Batcher(functools.partial(predictor.predict_batch, full_masks=False), max_batch=max_batch,
-                      max_wait_ms=settings.max_wait_ms)
+    # masks stay in their boxes (BoxMask): a 12-megapixel photo costs no full-size plane per person;
+    # after a large picture the freed memory goes back to the system
+    run_batch = after_large_pictures(functools.partial(predictor.predict_batch, full_masks=False))
+    batcher = Batcher(run_batch, max_batch=max_batch, max_wait_ms=settings.max_wait_ms)
     schema = _schema_of(predictor)
     available = _available_outputs(predictor)
 
