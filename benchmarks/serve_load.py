@@ -65,23 +65,29 @@ def free_port() -> int:
 
 
 class Server:
-    """``poseseg serve`` in a subprocess on 127.0.0.1."""
+    """``poseseg serve`` in a subprocess on 127.0.0.1; ``extra_args`` go to its command line. Its output goes
+    to a temporary file (``output()``), not a pipe nobody reads, which would stall it once full."""
 
-    def __init__(self, weights: Path, max_batch: int, threads: int) -> None:
+    def __init__(self, weights: Path, max_batch: int, threads: int, extra_args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "poseseg", "serve", "--weights", str(weights),
                                       "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
-                                      "--max-batch", str(max_batch)],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                      "--max-batch", str(max_batch), *extra_args],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     async def wait_ready(self, client, seconds: float = 180) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.proc.stderr.read()}")
+                raise RuntimeError(f"the server exited: {self.output()}")
             try:
                 if (await client.get(self.url + "/healthz")).status_code == 200:
                     return
@@ -95,6 +101,7 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
 
 
 async def load(client, url: str, body: bytes, *, clients: int, requests: int, time_limit: float) -> dict:

@@ -12,27 +12,13 @@ from poseseg.data.image_io import load_image_rgb, to_rgb_array
 from poseseg.keypoint_schema import COCO_KEYPOINT_NAMES
 from poseseg.visualize import draw
 
-
-def decode_rle(rle: dict) -> np.ndarray:
-    return mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+from serve_helpers import assert_matches, png_bytes
 
 
 def median_score(client, photo_bytes) -> float:
     people = client.post("/predict?score_thresh=0&outputs=boxes", content=photo_bytes).json()["people"]
     assert len(people) >= 4, "the fixture model should find several candidates on the photo"
     return float(np.median([p["score"] for p in people]))
-
-
-def assert_matches(people: list[dict], expected: dict) -> None:
-    """The simple-format JSON holds exactly the Predictor's arrays."""
-    assert len(people) == len(expected["scores"]) > 0
-    np.testing.assert_allclose([p["box"] for p in people], expected["boxes"], rtol=0, atol=1e-4)
-    np.testing.assert_allclose([p["score"] for p in people], expected["scores"], rtol=0, atol=1e-6)
-    kps = np.array([p["keypoints"] for p in people])  # (N, K, 3): x, y, score
-    np.testing.assert_allclose(kps[:, :, :2], expected["keypoints"][:, :, :2], rtol=0, atol=1e-3)
-    np.testing.assert_allclose(kps[:, :, 2], expected["keypoint_scores"], rtol=0, atol=1e-5)
-    masks = np.stack([decode_rle(p["mask"]) for p in people])
-    assert (masks != expected["masks"]).mean() < 1e-4
 
 
 def test_healthz_info_page_and_docs(make_client):
@@ -126,12 +112,6 @@ def test_overlay_is_the_drawing_of_the_prediction(make_client, serve_predictor, 
     assert jpeg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpeg.content)).size == (640, 425)
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def test_16bit_and_rgba_pngs_are_converted(make_client, serve_predictor, photo_path):
     client = make_client()
     rgb = load_image_rgb(photo_path)
@@ -147,10 +127,13 @@ def test_16bit_and_rgba_pngs_are_converted(make_client, serve_predictor, photo_p
 
 BAD_REQUESTS = [  # (query, body or callable, headers, status, error code, words in the message)
     ("", b"", {}, 400, "empty_body", ["empty"]),
-    ("", b"this is not a picture", {"content-type": "image/jpeg"}, 400, "not_an_image", ["not an image"]),
+    ("", b"this is not a picture", {"content-type": "image/jpeg"}, 415, "not_an_image",
+     ["not an image", "21 bytes", "'this is not a picture'", "JPEG, PNG"]),
     ("", "truncated", {"content-type": "image/jpeg"}, 400, "corrupt_image", ["truncated"]),
     ("", b"name=x", {"content-type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type",
-     ["multipart"]),
+     ["url-encoded form (fields: name)", "multipart", "--data-binary"]),
+    ("", b'{"image": "..."}', {"content-type": "application/json"}, 415, "unsupported_media_type",
+     ["JSON", "multipart", "--data-binary"]),
     ("?scor=0.3", "photo", {}, 400, "unknown_option", ["'scor'", "score_thresh"]),
     ("?score_thresh=1.5", "photo", {}, 400, "bad_option", ["score_thresh"]),
     ("?score_thresh=high", "photo", {}, 400, "bad_option", ["score_thresh"]),
@@ -178,6 +161,35 @@ def test_bad_requests_get_a_json_error_that_names_the_problem(make_client, photo
     assert client.get("/healthz").status_code == 200  # still alive
 
 
+NOT_IMAGES = [  # (file name, bytes, what the message says they are)
+    ("notes.txt", b"meeting at 10, bring the photos\n", "text: 'meeting at 10, bring the photos '"),
+    ("scan.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "a PDF document"),
+    ("IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200), "HEIC"),
+    ("blob.bin", bytes(range(7, 200)), "binary data starting 07 08 09"),
+]
+
+
+@pytest.mark.parametrize("file_name, data, kind", NOT_IMAGES, ids=[n for n, _, _ in NOT_IMAGES])
+def test_a_non_image_says_what_was_sent_in_either_form(make_client, file_name, data, kind):
+    """A 415 names what was sent and how big it is, lists the image types, and asks for multipart only when
+    the request was not a usable form: never to a client that sent a multipart form or a raw body."""
+    client = make_client()
+    as_form = client.post("/predict", files={"image": (file_name, data, "application/octet-stream")})
+    curl_data_binary = client.post("/predict", content=data,  # `curl --data-binary @FILE` labels it so
+                                   headers={"content-type": "application/x-www-form-urlencoded"})
+    for response, where in ((as_form, f"the file field 'image' ({file_name})"),
+                            (curl_data_binary, "the request body (Content-Type application/x-www-form-urlencoded)")):
+        assert response.status_code == 415, response.text
+        error = response.json()
+        assert error["error"] == "not_an_image" and error["field"] == "image"
+        message = error["message"]
+        assert message.startswith(f"{where} is not an image this server can read: {len(data)} bytes of "), message
+        assert kind in message and "JPEG, PNG, BMP, TIFF, WebP or GIF" in message
+        assert "multipart" not in message, message
+    other_field = client.post("/predict", files={"upload": ("x.bin", data)})  # any file field is read
+    assert other_field.json()["message"].startswith("the file field 'upload' (x.bin) is not an image")
+
+
 def test_size_limits_and_forms(make_client, photo_bytes):
     small = make_client(max_image_mb=0.01)  # 10 KB
     response = small.post("/predict", content=photo_bytes)
@@ -190,7 +202,11 @@ def test_size_limits_and_forms(make_client, photo_bytes):
     curl_data_binary = client.post("/predict", content=photo_bytes,  # what `curl --data-binary @x.jpg` sends
                                    headers={"content-type": "application/x-www-form-urlencoded"})
     assert curl_data_binary.status_code == 200
-    assert client.post("/predict", data={"note": "hello"}).status_code == 415
+    form_without_file = client.post("/predict", data={"note": "hello", "size": "big"})  # urlencoded: no file
+    assert form_without_file.status_code == 415 and "fields: note, size" in form_without_file.json()["message"]
+    empty_file = client.post("/predict", files={"image": ("empty.jpg", b"", "image/jpeg")})
+    assert empty_file.status_code == 400 and empty_file.json()["error"] == "empty_body"
+    assert "the file field 'image' (empty.jpg) is empty" in empty_file.json()["message"]
     form_without_file = client.post("/predict", files={"note": (None, "hello")})
     assert form_without_file.status_code == 400 and form_without_file.json()["error"] == "no_file"
     assert "note" in form_without_file.json()["message"]

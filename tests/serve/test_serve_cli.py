@@ -1,63 +1,27 @@
 """`poseseg serve` from the command line: a real uvicorn process, the API key from the environment, the warnings,
 and the app factory that each process of `--workers N` calls."""
+import concurrent.futures
 import json
-import os
-import socket
-import subprocess
-import sys
+import signal
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 from poseseg.cli import main
 from poseseg.serve.server import exposure_warnings
 
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(url: str, data: bytes | None = None, key: str | None = None) -> tuple[int, dict]:
-    headers = {"X-API-Key": key} if key else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+from serve_helpers import ServerProcess, request
 
 
 def test_serve_command_with_an_api_key_from_the_environment(trained_checkpoint, photo_bytes):
-    port = free_port()
-    env = {**os.environ, "POSESEG_API_KEY": "from-env", "PYTHONPATH": f"{SRC}{os.pathsep}"
-           + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "poseseg", "serve", "--weights", str(trained_checkpoint),
-                               "--port", str(port), "--max-batch", "2"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read()
-            assert time.monotonic() < deadline, "the server did not come up"
-            try:
-                if request(base + "/healthz")[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        assert request(base + "/info")[0] == 401
-        code, info = request(base + "/info", key="from-env")
+    with ServerProcess("--weights", str(trained_checkpoint), "--max-batch", "2",
+                       env={"POSESEG_API_KEY": "from-env"}) as server:
+        server.wait_until_healthy()
+        assert request(server.url + "/info")[0] == 401
+        code, info = request(server.url + "/info", key="from-env")
         assert code == 200 and info["max_batch"] == 2 and info["weights"] == trained_checkpoint.name
-        code, body = request(base + "/predict?score_thresh=0", photo_bytes, key="from-env")
+        code, body = request(server.url + "/predict?score_thresh=0", photo_bytes, key="from-env")
         assert code == 200 and body["people"] and body["image"]["width"] == 640
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=30)[0]
-    assert f"http://127.0.0.1:{port}/" in output and "1 process(es)" in output
+        output = server.stop()
+    assert f"http://127.0.0.1:{server.port}/" in output and "1 process(es)" in output
     assert "warning" not in output.lower()  # loopback: nothing to warn about
 
 
@@ -84,3 +48,33 @@ def test_worker_processes_build_their_app_from_the_environment(trained_checkpoin
     with TestClient(app_from_env()) as client:  # what `--workers N` runs in each process
         info = client.get("/info", headers={"X-API-Key": "k"}).json()
     assert info["max_batch"] == 3 and info["min_score_thresh"] == 0.0 and info["device"] == "cpu"
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_0(trained_checkpoint, photo_bytes):
+    """SIGTERM while 8 requests are accepted (one in the model, the rest queued): all 8 get their 200 with the
+    same body as before, then the server exits with code 0."""
+    clients = 8
+    url = "/predict?score_thresh=0"
+    with ServerProcess("--weights", str(trained_checkpoint), "--max-batch", "1") as server:
+        server.wait_until_healthy()
+        code, reference = request(server.url + url, photo_bytes)
+        assert code == 200 and reference["people"]
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            answers = [pool.submit(request, server.url + url, photo_bytes) for _ in range(clients)]
+            deadline = time.monotonic() + 60
+            while True:  # wait until the server holds at least 4 of them unanswered
+                health = request(server.url + "/healthz")[1]
+                if health["in_model"] + health["queued"] >= 4:
+                    break
+                assert time.monotonic() < deadline, health
+                time.sleep(0.01)
+            server.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            results = [a.result(timeout=120) for a in answers]
+        exit_code = server.proc.wait(timeout=60)
+        output = server.output()
+    assert [code for code, _ in results] == [200] * clients, output
+    assert all(body == reference for _, body in results)
+    assert exit_code == 0, output
+    assert time.monotonic() - started < 60
+    assert "Waiting for connections to close" in output and "stopped by SIGTERM" in output

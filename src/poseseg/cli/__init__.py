@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP API + web page: POST /predict, /predict/overlay, /docs (pip install "
                        "'poseseg[serve]')")
-    p.add_argument("--weights", required=True, help="a poseseg checkpoint")
+    p.add_argument("--weights", required=True, help="a poseseg checkpoint or an exported .onnx file")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it; a warning is printed)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
@@ -185,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require this key in the X-API-Key header (or env "
                    "POSESEG_API_KEY) on every endpoint but /healthz")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--config", help="config, only for a bare state dict")
+    p.add_argument("--drain-timeout", type=float, default=60.0, help="on SIGTERM, seconds the requests in flight "
+                   "may take to finish before they are cut (default 60)")
+    p.add_argument("--config", help="config, only for a bare state dict (not for an .onnx file: its config is "
+                   "fixed at export)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("weights", help="named pretrained weights: `poseseg weights list`")

@@ -280,7 +280,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_batch=args.max_batch, max_image_mb=args.max_image_mb, score_thresh=args.score_thresh,
                              api_key=args.api_key, weights=Path(args.weights).name)
     spec = ServerSpec(weights=args.weights, config=args.config, device=args.device, settings=settings)
-    run_server(spec, host=args.host, port=args.port, workers=args.workers)
+    run_server(spec, host=args.host, port=args.port, workers=args.workers, drain_timeout=args.drain_timeout)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 import logging
 import secrets
@@ -24,10 +25,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from poseseg.export.ort_model import OrtModel
 from poseseg.keypoint_schema import KeypointSchema, coco_person_schema
 from poseseg.serve.batcher import Batcher
 from poseseg.serve.codec import ApiError, Upload, read_upload
-from poseseg.serve.results import OUTPUTS, OutputOptions, schema_json, select, to_json
+from poseseg.serve.memory import after_large_pictures
+from poseseg.serve.results import OUTPUTS, OutputOptions, full_masks, schema_json, select, to_json
 from poseseg.serve.settings import API_KEY_HEADER, ServeSettings
 
 log = logging.getLogger("poseseg.serve")
@@ -40,6 +43,7 @@ IMAGE_BODY = {"requestBody": {"required": True, "description": "the image: a mul
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 ERROR_RESPONSES = {400: {"description": "bad request: {error, message, field}"},
                    401: {"description": "missing or wrong API key"}, 413: {"description": "image too large"},
+                   415: {"description": "not an image (the message says what was sent), or a form/JSON body"},
                    500: {"description": "the model failed; the id is in the server log"}}
 
 
@@ -51,7 +55,10 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
     """
     settings = settings or ServeSettings()
     max_batch = settings.batch_size_for(predictor.device)
-    batcher = Batcher(predictor.predict_batch, max_batch=max_batch, max_wait_ms=settings.max_wait_ms)
+    # masks stay in their boxes (BoxMask): a 12-megapixel photo costs no full-size plane per person;
+    # after a large picture the freed memory goes back to the system
+    run_batch = after_large_pictures(functools.partial(predictor.predict_batch, full_masks=False))
+    batcher = Batcher(run_batch, max_batch=max_batch, max_wait_ms=settings.max_wait_ms)
     schema = _schema_of(predictor)
     available = _available_outputs(predictor)
 
@@ -111,6 +118,7 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
         return names
 
     async def run_model(upload: Upload):
+        _check_fixed_size(predictor, upload)
         try:
             return await batcher.submit(upload.image)
         except Exception as error:  # noqa: BLE001 - the server lives on; the id leads to the traceback
@@ -131,16 +139,9 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
     @app.get("/info", summary="model, keypoint schema, device, version, limits", dependencies=[Depends(require_key)],
              responses={401: ERROR_RESPONSES[401]})
     async def info():
-        cfg = predictor.cfg
         stats = batcher.stats
-        return {"name": "poseseg", "version": _version(), "weights": settings.weights,
-                "model": {"heads": list(cfg.model.heads), "backbone": f"ResNet-{cfg.model.backbone.depth} "
-                          f"(width {cfg.model.backbone.width}, {cfg.model.backbone.norm})",
-                          "deform_stages": list(cfg.model.backbone.deform_stages),
-                          "fpn_stages": list(cfg.model.fpn.in_stages), "test_size": cfg.model.input.test_size,
-                          "max_size": cfg.model.input.max_size,
-                          "parameters": sum(p.numel() for p in predictor.model.parameters())},
-                "outputs": list(available), "keypoint_schema": schema_json(schema), "device": str(predictor.device),
+        return {"name": "poseseg", "version": _version(), "weights": settings.weights, "model": _model_json(predictor),
+                "outputs": list(available), "keypoint_schema": schema_json(schema), "device": _device_name(predictor),
                 "torch": _torch_version(), "max_batch": max_batch, "max_wait_ms": settings.max_wait_ms,
                 "max_image_mb": settings.max_image_mb, "max_pixels": settings.max_pixels,
                 "score_thresh": settings.score_thresh, "min_score_thresh": float(predictor.score_thresh),
@@ -171,7 +172,10 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
 def _draw_overlay(image, pred, options: OutputOptions, schema, image_format: str) -> bytes:
     from poseseg.visualize import draw
 
-    picture = draw(image, select(pred, options.score_thresh, options.outputs), schema=schema, score_thresh=0.0,
+    chosen = select(pred, options.score_thresh, options.outputs)
+    if "masks" in chosen:
+        chosen["masks"] = full_masks(chosen["masks"], image.shape[:2])
+    picture = draw(image, chosen, schema=schema, score_thresh=0.0,
                    show_boxes="boxes" in options.outputs, show_masks="masks" in options.outputs,
                    show_keypoints="keypoints" in options.outputs)
     buffer = io.BytesIO()
@@ -180,18 +184,59 @@ def _draw_overlay(image, pred, options: OutputOptions, schema, image_format: str
 
 
 def _schema_of(predictor) -> KeypointSchema | None:
-    head = predictor.model.keypoint_head
-    if head is None:
+    """The keypoint schema the weights carry, else COCO's for a 17-keypoint model, else none."""
+    if "keypoint" not in predictor.model.heads:
         return None
     if predictor.schema:
         return KeypointSchema.from_dict(predictor.schema)
-    return coco_person_schema() if head.num_keypoints == 17 else None
+    cfg = predictor.cfg  # None only for an ONNX file exported without its config
+    return coco_person_schema() if cfg is not None and cfg.model.keypoint.num_keypoints == 17 else None
 
 
 def _available_outputs(predictor) -> tuple[str, ...]:
-    heads = predictor.model
-    return tuple(name for name, present in (("boxes", True), ("masks", heads.mask_head is not None),
-                                            ("keypoints", heads.keypoint_head is not None)) if present)
+    """``PoseSegModel.heads`` and ``OrtModel.heads`` (box, mask, keypoint) as the API's output names."""
+    heads = predictor.model.heads
+    return tuple(output for head, output in (("box", "boxes"), ("mask", "masks"), ("keypoint", "keypoints"))
+                 if head in heads)
+
+
+def _is_onnx(predictor) -> bool:
+    return isinstance(predictor.model, OrtModel)
+
+
+def _model_json(predictor) -> dict:
+    """What /info (and the page) says about the model: heads, architecture from the config, size."""
+    out = {"format": "onnx" if _is_onnx(predictor) else "pytorch", "heads": list(predictor.model.heads)}
+    cfg = predictor.cfg
+    if cfg is None:
+        out["backbone"] = "an exported ONNX graph (exported without its config)"
+    else:
+        m = cfg.model
+        out.update(backbone=f"ResNet-{m.backbone.depth} (width {m.backbone.width}, {m.backbone.norm})",
+                   deform_stages=list(m.backbone.deform_stages), fpn_stages=list(m.fpn.in_stages),
+                   test_size=m.input.test_size, max_size=m.input.max_size)
+    if _is_onnx(predictor):
+        size = predictor.model.input_size
+        out["input_size"] = list(size) if size else None  # (H, W) when exported with --size: only that size
+    else:
+        out["parameters"] = sum(p.numel() for p in predictor.model.parameters())
+    return out
+
+
+def _device_name(predictor) -> str:
+    if _is_onnx(predictor):  # the Predictor feeds ORT from CPU memory; the provider says where it runs
+        return f"onnxruntime {predictor.model.session.get_providers()[0]}"
+    return str(predictor.device)
+
+
+def _check_fixed_size(predictor, upload: Upload) -> None:
+    """An ONNX file exported with ``--size H W`` takes pictures of exactly that size: others are a 400, not a 500."""
+    size = predictor.model.input_size if _is_onnx(predictor) else None
+    height, width = upload.image.shape[:2]
+    if size is not None and (height, width) != tuple(size):
+        raise ApiError(400, "wrong_size", f"the image ({upload.name}) is {width}x{height}, but this server's model "
+                       f"was exported for {size[1]}x{size[0]} pictures only (poseseg export --size); resize it "
+                       "to that size, or serve an export made without --size", field="image")
 
 
 def _reject_unknown(request: Request, known: set[str]) -> None:

@@ -10,11 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from poseseg.data.image_io import ImageReadError, decode_image_bytes
+from poseseg.serve.sniff import describe_bytes, looks_like_urlencoded_form
 
-RAW_CONTENT_TYPES = ("image/", "application/octet-stream")
+ACCEPTED_TYPES = "JPEG, PNG, BMP, TIFF, WebP or GIF"
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away before the answer
+HOW_TO_SEND = ("as a multipart file field named 'image' (curl -F image=@photo.jpg) or as the raw request body "
+               "(curl --data-binary @photo.jpg)")
 
 
 class ApiError(Exception):
@@ -50,51 +54,66 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         raise ApiError(413, "too_large", f"the request body is {int(declared) / 2**20:.1f} MB; the limit is "
                        f"{limit_mb:g} MB (start the server with a larger --max-image-mb)")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, "too_large", f"the request body is over the limit of {limit_mb:g} MB "
-                           f"(start the server with a larger --max-image-mb)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, "too_large", f"the request body is over the limit of {limit_mb:g} MB "
+                               f"(start the server with a larger --max-image-mb)")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer: not a server error, just a line in the access log
+        raise ApiError(CLIENT_CLOSED, "client_closed_request", f"the client closed the connection after sending "
+                       f"{size} of {declared or 'an unknown number of'} bytes") from None
     return b"".join(chunks)
 
 
 async def read_upload(request: Request, *, max_bytes: int, max_pixels: int) -> Upload:
     """The image of a ``POST``: a multipart form's file part, or the raw body (``image/*`` or octet-stream)."""
     body = await read_body(request, max_bytes)
-    content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith("multipart/form-data"):
-        data, name = await _multipart_file(request, body)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        data, name, where = await _multipart_file(request, body)
     else:  # raw bytes, whatever the label: `curl --data-binary @photo.jpg` says x-www-form-urlencoded
-        data, name = body, "body"
-    try:
-        image = await run_in_threadpool(decode_upload, data, name, max_pixels)  # off the event loop
-    except ApiError as error:
-        media = content_type.split(";")[0]
-        if error.code == "not_an_image" and media and not media.startswith(RAW_CONTENT_TYPES):
-            raise ApiError(415, "unsupported_media_type", f"the body (Content-Type {media}) is not an image; send "
-                           "the image as multipart/form-data (a file field named 'image') or as the raw body "
-                           "(image/jpeg, image/png, ... or application/octet-stream)", field="content-type") from None
-        raise
+        data, name, where = body, "body", f"the request body (Content-Type {media})" if media else "the request body"
+        _check_raw_body(data, media)
+    image = await run_in_threadpool(decode_upload, data, name, max_pixels, where=where)  # off the event loop
     return Upload(image=image, name=name)
 
 
-def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """Bytes -> (H, W, 3) uint8 RGB; 16-bit, grey, palette and RGBA images are converted (alpha over white)."""
+def decode_upload(data: bytes, name: str, max_pixels: int, *, where: str | None = None) -> np.ndarray:
+    """Bytes -> (H, W, 3) uint8 RGB; 16-bit, grey, palette and RGBA images are converted (alpha over white).
+
+    ``where`` names the bytes in errors ("the file field 'image' (cat.jpg)"); by default ``name``.
+    """
+    where = where or f"the upload ({name})"
     if not data:
-        raise ApiError(400, "empty_body", f"the upload ({name}) is empty: send the image bytes as the body or as "
-                       "a multipart file field named 'image'", field="image")
+        raise ApiError(400, "empty_body", f"{where} is empty (0 bytes); send the picture's bytes", field="image")
     try:
         return decode_image_bytes(data, name, max_pixels)
     except ImageReadError as e:
         if "pixels is above" in e.reason:
-            raise ApiError(413, "too_many_pixels", f"the image ({name}) {e.reason.split(';')[0]}; send a smaller "
-                           "picture", field="image") from None
+            raise ApiError(413, "too_many_pixels", f"{where}: {e.reason.split(';')[0]}; send a smaller picture",
+                           field="image") from None
         if e.reason.startswith("not a readable image"):
-            raise ApiError(400, "not_an_image", f"the upload ({name}, {len(data)} bytes) is not an image PIL can "
-                           f"read; send a JPEG, PNG, BMP, TIFF, WebP or GIF", field="image") from None
-        raise ApiError(400, "corrupt_image", f"the image ({name}) is truncated or corrupt ({_first_cause(e)}); "
-                       "re-export the file and send it whole", field="image") from None
+            raise ApiError(415, "not_an_image", f"{where} is not an image this server can read: {len(data)} bytes of "
+                           f"{describe_bytes(data)}; send a picture as {ACCEPTED_TYPES}", field="image") from None
+        raise ApiError(400, "corrupt_image", f"{where} is a truncated or corrupt image ({len(data)} bytes; "
+                       f"{_first_cause(e)}); re-export the file and send it whole", field="image") from None
+
+
+def _check_raw_body(body: bytes, media: str) -> None:
+    """An empty raw body, or one that is an HTML form or JSON, was never the picture: say how to send one."""
+    if not body:
+        raise ApiError(400, "empty_body", f"the request is empty (no body, no form); send the picture {HOW_TO_SEND}",
+                       field="image")
+    fields = looks_like_urlencoded_form(body) if media == "application/x-www-form-urlencoded" else None
+    if fields is not None:
+        raise ApiError(415, "unsupported_media_type", f"the request body is a url-encoded form (fields: "
+                       f"{', '.join(fields)}), which cannot carry a picture; send the picture {HOW_TO_SEND}",
+                       field="content-type")
+    if media == "application/json" or media.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", f"the request body is JSON (Content-Type {media}); this API "
+                       f"takes the picture's bytes, not JSON: send them {HOW_TO_SEND}", field="content-type")
 
 
 def _first_cause(error: Exception) -> str:
@@ -102,8 +121,9 @@ def _first_cause(error: Exception) -> str:
     return str(cause) if cause is not None else str(error)
 
 
-async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
-    """The first file part of a multipart body (the field 'image' preferred)."""
+async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str, str]:
+    """The first file part of a multipart body (the field 'image' preferred): its bytes, its name (the file
+    name, else the field name) and a phrase naming it for errors ("the file field 'image' (cat.jpg)")."""
 
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -122,6 +142,7 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
         files.sort(key=lambda kv: kv[0] != "image")
         key, upload = files[0]
         data = await upload.read()
-        return data, upload.filename or key
+        where = f"the file field '{key}'" + (f" ({upload.filename})" if upload.filename else "")
+        return data, upload.filename or key, where
     finally:
         await form.close()

@@ -168,7 +168,7 @@ function render() {
       ctx.lineWidth = Math.max(1, 2 * scale); ctx.strokeStyle = rgb(color);
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     }
-    if ($("show-skeletons").checked && p.keypoints) drawSkeleton(p.keypoints, names, skeleton, scale);
+    if ($("show-skeletons").checked && p.keypoints) drawSkeleton(p.keypoints, names, skeleton, scale, p.keypoint_visibility);
     if ($("show-labels").checked) {
       const size = Math.max(10, Math.round(13 * scale)), text = p.score.toFixed(2);
       ctx.font = `${size}px sans-serif`;
@@ -183,8 +183,9 @@ function render() {
   $("counts").textContent = `${shown.length} of ${people.length} people at score ≥ ${threshold().toFixed(2)}`;
 }
 
-function drawSkeleton(keypoints, names, skeleton, scale) {
-  const visible = keypoints.map((k) => k[2] >= keypointThreshold());
+// flags (the visibility head's, when the model has one): 0 not labelled (hidden), 1 occluded (hollow), 2 visible
+function drawSkeleton(keypoints, names, skeleton, scale, flags) {
+  const visible = keypoints.map((k, j) => k[2] >= keypointThreshold() && (!flags || flags[j] > 0));
   ctx.lineCap = "round";
   for (const [a, b] of skeleton) {
     if (!visible[a] || !visible[b]) continue;
@@ -198,6 +199,7 @@ function drawSkeleton(keypoints, names, skeleton, scale) {
     if (!visible[j]) return;
     const s = side(names[j] || ""), color = s === "left" ? LEFT : s === "right" ? RIGHT : CENTER;
     ctx.beginPath(); ctx.arc(k[0], k[1], Math.max(2, 3.5 * scale), 0, 2 * Math.PI);
+    if (flags && flags[j] === 1) { ctx.lineWidth = 2; ctx.strokeStyle = rgb(color); ctx.stroke(); return; }
     ctx.fillStyle = rgb(color); ctx.fill(); ctx.lineWidth = 1; ctx.strokeStyle = "black"; ctx.stroke();
   });
 }
