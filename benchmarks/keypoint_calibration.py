@@ -23,6 +23,7 @@ from poseseg.data.synth import generate_dataset
 from poseseg.engine.calibrate import (apply_calibration, detections_with_truth, expected_calibration_error,
                                       fit_calibration, keypoint_outcomes, reliability_bins)
 from poseseg.engine.evaluate import predict_records, score_results
+from poseseg.ops.boxes import box_iou
 from poseseg.weights.load import load_model
 
 # how the instance score (COCO's ranking) may combine the box score b with the K calibrated keypoint
@@ -34,6 +35,28 @@ RESCORE = {
     "sqrt(box*mean_p)": lambda b, p: np.sqrt(b * p.mean()),
     "box*mean_top_half_p": lambda b, p: b * np.sort(p)[len(p) // 2:].mean(),
 }
+
+
+def visibility_accuracy(pairs: list[tuple[list[dict], dict]], min_box_score: float = 0.5) -> dict[str, float]:
+    """Per ground-truth flag (0 not labelled, 1 occluded, 2 visible): the share of keypoints of matched
+    detections (box IoU >= 0.5 with a person) whose predicted flag equals it."""
+    hits, counts = np.zeros(3), np.zeros(3)
+    for anns, result in pairs:
+        people = [a for a in anns if not a.get("iscrowd")]
+        keep = result["scores"] >= min_box_score
+        if not people or not keep.any():
+            continue
+        gt_boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in people)])
+        iou = box_iou(result["boxes"][keep], gt_boxes)  # (N, G)
+        for i, flags in enumerate(result["keypoints"][keep][..., 2].astype(int)):
+            if iou[i].max() < 0.5:
+                continue
+            truth = np.asarray(people[int(iou[i].argmax())]["keypoints"]).reshape(-1, 3)[:, 2].astype(int)
+            for v in range(3):
+                counts[v] += (truth == v).sum()
+                hits[v] += ((truth == v) & (flags == v)).sum()
+    return {f"v={v}": round(float(hits[v] / counts[v]), 4) if counts[v] else None for v in range(3)} | {
+        "keypoints": int(counts.sum()), "overall": round(float(hits.sum() / max(counts.sum(), 1)), 4)}
 
 
 def diagram(curves: dict[str, list[tuple[float, float, int]]], path: Path, size: int = 420) -> None:
@@ -83,13 +106,15 @@ def main() -> None:
     model, cfg = load_model(args.weights)
     sigmas = (model.keypoint_schema or {}).get("sigmas") or cfg.data.oks_sigmas
     device = torch.device("cpu")
-    raw, records, datasets = {}, {}, {}
+    raw, records, datasets, visibility = {}, {}, {}, {}
     for name, folder in folders.items():
         ds = CocoPeopleDataset(folder / "val.json", folder / "val", keep_empty=True, load_masks=False,
                                on_bad_image="raise", oks_sigmas=sigmas)
         datasets[name] = ds
         pairs = detections_with_truth(model, ds, device=device)
         raw[name] = keypoint_outcomes(pairs, sigmas)
+        if model.keypoint_head.visibility_fc is not None:
+            visibility[name] = visibility_accuracy(pairs)
         records[name], _ = predict_records(model, ds, device=device)
         print(f"{name}: {len(raw[name][0])} keypoints of detected people, {int(raw[name][1].sum())} right", flush=True)
 
@@ -115,7 +140,9 @@ def main() -> None:
                                    image_ids=[int(i) for i in datasets[name].image_ids], verbose=False)
             aps[rule] = round(report.metrics["keypoints"]["AP"], 4)
         table["keypoint_ap"][name] = aps
-        print(name, table["ece_15_bins"][name], aps, flush=True)
+        if name in visibility:
+            table.setdefault("visibility_accuracy", {})[name] = visibility[name]
+        print(name, table["ece_15_bins"][name], aps, visibility.get(name), flush=True)
     xs, ys = fits["isotonic"]
     diagram({"val, raw scores": reliability_bins(*raw["val"]),
              "val, isotonic": reliability_bins(apply_calibration(raw["val"][0], xs, ys), raw["val"][1]),

@@ -86,3 +86,17 @@ def test_predictor_rejects_bad_arrays_clearly(trained_checkpoint):
 def test_checkpoint_carries_the_schema(trained_checkpoint):
     predictor = poseseg.Predictor(trained_checkpoint)
     assert predictor.schema["names"][9] == "left_wrist" and len(predictor.schema["sigmas"]) == 17
+
+
+def test_keypoint_threshold_draws_fewer_keypoints_and_rejects_non_probabilities(trained_checkpoint, synth_data,
+                                                                              tmp_path, capsys):
+    picture = next((synth_data / "val").iterdir())
+    args = ["predict", "--weights", str(trained_checkpoint), str(picture), "--score-thresh", "0"]
+    assert main([*args, "--out", str(tmp_path / "all"), "--threshold", "0"]) == 0
+    assert main([*args, "--out", str(tmp_path / "none"), "--keypoint-thresh", "1"]) == 0
+    drawn = [np.asarray(Image.open(tmp_path / name / f"{picture.stem}_pred.jpg"), dtype=np.int16)
+             for name in ("all", "none")]
+    assert np.abs(drawn[0] - drawn[1]).max() > 50  # the skeletons drawn at 0 are gone at 1
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--keypoint-thresh", "1.5"]) == 2
+    assert "--keypoint-thresh 1.5" in capsys.readouterr().err and not (tmp_path / "bad").exists()

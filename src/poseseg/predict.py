@@ -84,10 +84,20 @@ class VideoOptions:
     stride: int = 1
 
 
+@dataclass
+class OverlayOptions:
+    """How the pictures and videos written beside predictions.json are drawn."""
+
+    show_offsets: bool = False  # the keypoint refinement arrows
+    # keypoints drawn at this score or more; with a calibrated model (`poseseg calibrate`) a score p means
+    # "within OKS-ks 0.5 of the truth with probability p"
+    keypoint_thresh: float = 0.2
+
+
 def run_predict(weights: str, sources: list[str], *, out: str | None = None, config: str | None = None,
                 score_thresh: float = 0.5, device: str = "auto", batch_size: int = 1, show_offsets: bool = False,
                 overrides: list[str] | None = None, video: VideoOptions | None = None,
-                save_format: str = "coco") -> PredictReport:
+                save_format: str = "coco", keypoint_thresh: float = 0.2) -> PredictReport:
     """Predict every source into a new folder: overlays, ``predictions.json`` (COCO results) and, with
     ``save_format`` other than ``coco``, pre-annotations for an annotation tool
     (``poseseg.data.convert.writers``: labelstudio, cvat, yolo-pose, csv)."""
@@ -100,6 +110,9 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
 
     video = video or VideoOptions()
     _check_save_format(save_format, sources, video)  # before the model loads
+    if not 0.0 <= keypoint_thresh <= 1.0:
+        raise ValueError(f"--keypoint-thresh {keypoint_thresh}: a keypoint score is in [0, 1]")
+    overlay = OverlayOptions(show_offsets=show_offsets, keypoint_thresh=keypoint_thresh)
     if video.smooth:
         video.track = True  # smoothing is per track
     if video.stride < 1 or (video.max_frames is not None and video.max_frames < 1):
@@ -119,14 +132,14 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
     image_batch: list[Path] = []
 
     def flush():
-        _predict_images(predictor, image_batch, out_dir, results, report, show_offsets)
+        _predict_images(predictor, image_batch, out_dir, results, report, overlay)
         image_batch.clear()
 
     for spec in sequences + files:
         path = Path(spec)
         if isinstance(spec, str) or path.suffix.lower() in VIDEO_EXTS:
             flush()
-            _predict_sequence(predictor, spec, out_dir, results, report, show_offsets, batch_size, video)
+            _predict_sequence(predictor, spec, out_dir, results, report, overlay, batch_size, video)
         else:
             image_batch.append(path)
             if len(image_batch) >= batch_size:
@@ -184,7 +197,7 @@ def _holds_images(folder: Path) -> bool:
 
 
 def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, report: PredictReport,
-                    show_offsets: bool) -> None:
+                    overlay: OverlayOptions) -> None:
     from poseseg.data.image_io import ImageReadError, load_image_rgb
 
     arrays, good = [], []
@@ -198,7 +211,7 @@ def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, 
     if not arrays:
         return
     try:
-        preds = predictor.predict_batch(arrays, with_offsets=show_offsets)
+        preds = predictor.predict_batch(arrays, with_offsets=overlay.show_offsets)
     except ModelRunError as e:
         _skip_after_model_failure(report, [str(p) for p in good], e)
         return
@@ -206,14 +219,14 @@ def _predict_images(predictor, paths: list[Path], out_dir: Path, results: list, 
     for path, array, pred in zip(good, arrays, preds):
         report.images += 1
         image_id = report.images
-        _save_overlay(predictor, array, pred, show_offsets).save(out_dir / f"{path.stem}_pred.jpg", quality=92)
+        _save_overlay(predictor, array, pred, overlay).save(out_dir / f"{path.stem}_pred.jpg", quality=92)
         report.image_infos.append({"id": image_id, "file_name": str(path), "width": int(array.shape[1]),
                                    "height": int(array.shape[0])})
         _add_results(results, pred, image_id, {"file_name": str(path)}, report)
 
 
 def _predict_sequence(predictor, spec: str | Path, out_dir: Path, results: list, report: PredictReport,
-                      show_offsets: bool, batch_size: int, video: VideoOptions) -> None:
+                      overlay: OverlayOptions, batch_size: int, video: VideoOptions) -> None:
     """A video, stream or (when tracking) folder of frames -> an overlay video, results with ``frame``
     (and ``track_id``), and with ``save_mot`` a MOTChallenge file ``mot/NAME.txt``."""
     from tqdm import tqdm
@@ -235,12 +248,13 @@ def _predict_sequence(predictor, spec: str | Path, out_dir: Path, results: list,
     mot: list[str] = []
     ids: set[int] = set()
     frames = _tracked(predictor, source, video, batch_size) if video.track else \
-        _detected(predictor, source, batch_size, show_offsets)
+        _detected(predictor, source, batch_size, overlay.show_offsets)
     bar = tqdm(unit="frame", desc=name, total=video.max_frames, disable=not sys.stderr.isatty())
     try:
         for pred in frames:
             image, index = pred.pop("image"), pred.pop("frame")
-            writer.write(np.asarray(_save_overlay(predictor, image, pred, show_offsets and not video.track)))
+            drawn = OverlayOptions(overlay.show_offsets and not video.track, overlay.keypoint_thresh)
+            writer.write(np.asarray(_save_overlay(predictor, image, pred, drawn)))
             extra = {"file_name": str(spec), "frame": index}
             _add_results(results, pred, video_id * 100_000 + index, extra, report)
             if video.track:
@@ -276,13 +290,14 @@ def _detected(predictor, source, batch_size: int, show_offsets: bool):
         yield {**pred, "image": frame.image, "frame": frame.index}
 
 
-def _save_overlay(predictor, array: np.ndarray, pred: dict, show_offsets: bool):
+def _save_overlay(predictor, array: np.ndarray, pred: dict, overlay: OverlayOptions):
     from poseseg.keypoint_schema import KeypointSchema
     from poseseg.visualize import draw
 
     schema = KeypointSchema.from_dict(predictor.schema) if predictor.schema else None
-    return draw(array, pred, schema=schema, score_thresh=0.0, show_offsets=show_offsets,
-                offsets=pred.get("keypoint_peaks") if show_offsets else None)
+    return draw(array, pred, schema=schema, score_thresh=0.0, show_offsets=overlay.show_offsets,
+                keypoint_thresh=overlay.keypoint_thresh,
+                offsets=pred.get("keypoint_peaks") if overlay.show_offsets else None)
 
 
 def _add_results(results: list, pred: dict, image_id: int, extra: dict, report: PredictReport) -> None:

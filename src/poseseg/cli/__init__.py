@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--show-offsets", action="store_true", help="draw the keypoint refinement arrows")
+    p.add_argument("--keypoint-thresh", "--threshold", type=float, default=0.2,
+                   help="draw keypoints scoring >= P (default 0.2). With a calibrated model (poseseg calibrate): "
+                        "score >= p means within OKS-ks 0.5 of the truth with probability ~p")
     p.add_argument("--track", action="store_true",
                    help="track IDs across the frames of videos, streams and folders of frames")
     p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of keypoints and boxes (implies --track)")

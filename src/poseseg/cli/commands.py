@@ -200,7 +200,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     report = run_predict(args.weights, args.sources, out=args.out, config=args.config, score_thresh=args.score_thresh,
                          device=args.device, batch_size=args.batch_size, show_offsets=args.show_offsets,
                          overrides=_test_flip(args) + list(args.overrides), video=video,
-                         save_format=args.save_format)
+                         save_format=args.save_format, keypoint_thresh=args.keypoint_thresh)
     read = report.images + report.frames
     print(f"{report.images} images and {report.frames} video frames, {report.people} people, "
           f"{read / max(report.seconds, 1e-9):.2f} images/s -> {report.out_dir}")
