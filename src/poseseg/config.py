@@ -141,6 +141,7 @@ class KeypointHeadConfig:
     # tower's pooled features: ``keypoint_visibility`` in results, v in predictions.json
     visibility: bool = False
     visibility_loss_weight: float = 0.5
+    visibility_trains_tower: bool = False  # false: a probe on detached features (keypoint AP cannot suffer)
 
 
 @dataclass

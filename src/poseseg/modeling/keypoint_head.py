@@ -25,7 +25,8 @@ class KeypointHead(nn.Module):
     def __init__(self, *, in_channels: int, num_keypoints: int, num_convs: int, conv_dim: int,
                  heatmap_size: int = 56, offsets: bool = True, loss: str = "mse", sigma: float = 1.0,
                  offset_radius: float = 2.0, deform: bool = False, deform_modulated: bool = True, norm: str = "none",
-                 decode: str = "peak", visibility: bool = False, visibility_loss_weight: float = 0.5):
+                 decode: str = "peak", visibility: bool = False, visibility_loss_weight: float = 0.5,
+                 visibility_trains_tower: bool = False):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.heatmap_size = heatmap_size
@@ -48,6 +49,7 @@ class KeypointHead(nn.Module):
             nn.init.zeros_(self.offset_deconv.bias)
         self.visibility_fc = nn.Linear(dim, num_keypoints * 3) if visibility else None
         self.visibility_loss_weight = visibility_loss_weight
+        self.visibility_trains_tower = visibility_trains_tower
         if visibility:
             self.loss_names += ("loss_keypoint_visibility",)
 
@@ -61,7 +63,10 @@ class KeypointHead(nn.Module):
         offsets = None if self.offset_deconv is None else self._upsample(self.offset_deconv(x))  # (R, 2K, H, H)
         visibility = None
         if self.visibility_fc is not None:
-            visibility = self.visibility_fc(x.mean(dim=(2, 3))).view(x.shape[0], self.num_keypoints, 3)  # (R, K, 3)
+            pooled_features = x.mean(dim=(2, 3))  # (R, D)
+            if not self.visibility_trains_tower:
+                pooled_features = pooled_features.detach()
+            visibility = self.visibility_fc(pooled_features).view(x.shape[0], self.num_keypoints, 3)  # (R, K, 3)
         return heatmaps, offsets, visibility
 
     def loss(self, heatmaps: torch.Tensor, offsets: torch.Tensor | None, visibility: torch.Tensor | None,

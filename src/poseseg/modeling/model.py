@@ -347,7 +347,8 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
             in_channels=m.fpn.channels, num_keypoints=k.num_keypoints, num_convs=k.num_convs, conv_dim=k.conv_dim,
             heatmap_size=k.heatmap_size, offsets=k.offsets, loss=k.loss, sigma=k.sigma,
             offset_radius=k.offset_radius, deform=k.deform, deform_modulated=k.deform_modulated, norm=k.norm,
-            decode=k.decode, visibility=k.visibility, visibility_loss_weight=k.visibility_loss_weight)
+            decode=k.decode, visibility=k.visibility, visibility_loss_weight=k.visibility_loss_weight,
+            visibility_trains_tower=k.visibility_trains_tower)
     loss_weights = {"loss_rpn_objectness": r.loss_weight, "loss_rpn_box": r.loss_weight,
                     "loss_box_cls": m.box.loss_weight, "loss_box_reg": m.box.loss_weight,
                     "loss_mask": m.mask.loss_weight, "loss_keypoint": m.keypoint.loss_weight,
