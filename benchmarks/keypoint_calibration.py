@@ -127,7 +127,7 @@ def main() -> None:
             row[m] = expected_calibration_error(apply_calibration(scores, xs, ys), right)
         table["ece_15_bins"][name] = {k: round(v, 4) for k, v in row.items()}
         # COCO keypoint AP with the instance score rescored from the calibrated keypoint probabilities
-        xs, ys = fits["isotonic"]
+        xs, ys = fits["platt"]  # the default of `poseseg calibrate`
         aps = {}
         for rule, combine in RESCORE.items():
             dets = []
@@ -143,11 +143,11 @@ def main() -> None:
         if name in visibility:
             table.setdefault("visibility_accuracy", {})[name] = visibility[name]
         print(name, table["ece_15_bins"][name], aps, visibility.get(name), flush=True)
-    xs, ys = fits["isotonic"]
+    xs, ys = fits["platt"]  # the default of `poseseg calibrate`
     diagram({"val, raw scores": reliability_bins(*raw["val"]),
-             "val, isotonic": reliability_bins(apply_calibration(raw["val"][0], xs, ys), raw["val"][1]),
+             "val, Platt": reliability_bins(apply_calibration(raw["val"][0], xs, ys), raw["val"][1]),
              "shifted, raw scores": reliability_bins(*raw["shifted"]),
-             "shifted, isotonic": reliability_bins(apply_calibration(raw["shifted"][0], xs, ys), raw["shifted"][1])},
+             "shifted, Platt": reliability_bins(apply_calibration(raw["shifted"][0], xs, ys), raw["shifted"][1])},
             Path(args.png))
     print(json.dumps(table, indent=2))
     if args.json:

@@ -23,6 +23,8 @@ MAX_ITERS = 1_000_000  # with --minutes the time budget ends the run, not an ite
 DEMO_ITERS = 990  # what the 9.5-minute time budget trained on a quiet 2-core machine (issue 14)
 # what the README reports for the default demo (mean ± spread of 3 seeds; the same on every machine)
 README_AP = {"bbox": (0.441, 0.024), "segm": (0.257, 0.018), "keypoints": (0.409, 0.041)}
+KEYPOINT_PROBABILITY = 0.5  # overlays draw a calibrated keypoint when it is right with probability >= 0.5
+RAW_KEYPOINT_THRESH = 0.2  # ... or, uncalibrated, when its raw score is this high (poseseg.visualize's default)
 
 
 def ensure_dataset(data_dir: Path, *, num_train: int, num_val: int, seed: int = 0, size: int = 320) -> Path:
@@ -60,33 +62,35 @@ def demo_config(data_dir: Path, out: Path, overrides: list[str], *, iters: int =
 
 
 def draw_overlays(weights: Path, data_dir: Path, out_dir: Path, num: int = 8) -> tuple[list[Path], float]:
-    """Predictions on the validation images; the first ``num`` drawn, every detected person's skeleton
-    with the keypoint threshold calibrated on all of them (``engine.calibrate``). Returns the paths
-    and the threshold."""
+    """Predictions on the validation images, the first ``num`` drawn with every detected person's
+    skeleton. The keypoint scores are calibrated first on the val split (``poseseg calibrate``, written
+    beside the weights as ``model_calibrated.pt``), so a keypoint is drawn when it lies within OKS-ks 0.5
+    of the truth with probability >= 0.5. Returns the paths and that threshold."""
     from poseseg.data.image_io import load_image_rgb
     from poseseg.keypoint_schema import KeypointSchema
-    from poseseg.engine.calibrate import keypoint_score_threshold
+    from poseseg.engine.calibrate import calibrate_checkpoint
     from poseseg.predictor import Predictor
     from poseseg.visualize import draw
 
-    predictor = Predictor(weights, device="cpu", score_thresh=0.5)
+    calibrated = weights.with_name("model_calibrated.pt")
+    thresh = KEYPOINT_PROBABILITY
+    try:
+        if not calibrated.exists():
+            report = calibrate_checkpoint(weights, data_dir / "val.json", data_dir / "val", calibrated)
+            print(f"{report.summary()}\n(fitted on the val pictures it is measured on: their AP in metrics.json "
+                  f"is the uncalibrated model's) -> {calibrated}")
+        drawn_with = calibrated
+    except ValueError as e:  # a short run detects too few people to fit on
+        print(f"keypoint scores not calibrated ({e}); drawing the raw scores >= {RAW_KEYPOINT_THRESH}")
+        drawn_with, thresh = weights, RAW_KEYPOINT_THRESH
+    predictor = Predictor(drawn_with, device="cpu", score_thresh=0.5)
     schema = KeypointSchema.from_dict(predictor.schema) if predictor.schema else None
     val = json.loads((data_dir / "val.json").read_text())
-    anns: dict[int, list[dict]] = {}
-    for a in val["annotations"]:
-        anns.setdefault(a["image_id"], []).append(a)
-    results = [(info, predictor.predict(data_dir / "val" / info["file_name"], with_offsets=True))
-               for info in val["images"]]
-    sigmas = schema.sigmas if schema is not None and schema.sigmas else None
-    thresh = 0.2
-    if sigmas:
-        thresh, stats = keypoint_score_threshold([(anns.get(info["id"], []), r) for info, r in results], sigmas)
-        print(f"keypoint threshold for drawing: {thresh:.3f} (best F1 on the {len(results)} val images: "
-              f"precision {stats['precision']:.2f}, recall {stats['recall']:.2f} of keypoints within OKS 0.5)")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for info, result in results[:num]:
+    for info in val["images"][:num]:
         path = data_dir / "val" / info["file_name"]
+        result = predictor.predict(path, with_offsets=True)
         picture = draw(load_image_rgb(path), result, schema=schema, keypoint_thresh=thresh, show_offsets=True,
                        offsets=result.get("keypoint_peaks"))
         target = out_dir / f"{Path(info['file_name']).stem}_pred.png"

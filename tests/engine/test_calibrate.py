@@ -5,7 +5,7 @@ import torch
 
 from poseseg.keypoint_schema import COCO_SIGMAS
 from poseseg.engine.calibrate import (apply_calibration, expected_calibration_error, fit_calibration,
-                                      keypoint_score_threshold)
+                                      keypoint_outcomes)
 from poseseg.modeling.score_calibration import KNOTS, ScoreCalibration
 
 
@@ -14,28 +14,29 @@ def _person(rng, x, y):
     return {"bbox": [x, y, 40.0, 80.0], "area": 2000.0, "iscrowd": 0, "keypoints": kps.reshape(-1).tolist()}, kps
 
 
-def test_threshold_separates_right_keypoints_from_wrong_ones():
+def test_outcomes_mark_right_keypoints_and_every_keypoint_of_an_unmatched_person_wrong():
     rng = np.random.default_rng(0)
-    data = []
+    data, want = [], []
     for i in range(6):
         ann, kps = _person(rng, 20.0 * i, 10.0)
         pred = kps.copy()
         wrong = rng.random(17) < 0.4
         pred[wrong, :2] += 30.0  # far outside any OKS radius
-        scores = np.where(wrong, rng.uniform(0.01, 0.04, 17), rng.uniform(0.05, 0.09, 17))  # right ones score higher
-        result = {"boxes": np.array([[20.0 * i, 10.0, 20.0 * i + 40, 90.0]]), "scores": np.array([0.9]),
-                  "keypoints": pred[None], "keypoint_scores": scores[None]}
+        result = {"boxes": np.array([[20.0 * i, 10.0, 20.0 * i + 40, 90.0], [300.0, 300.0, 340.0, 380.0]]),
+                  "scores": np.array([0.9, 0.8]), "keypoints": np.stack([pred, pred]),
+                  "keypoint_scores": rng.random((2, 17))}
         data.append(([ann], result))
-    thresh, stats = keypoint_score_threshold(data, COCO_SIGMAS)
-    assert 0.04 < thresh < 0.06  # the lowest score of a right keypoint
-    assert stats["precision"] == pytest.approx(1.0) and stats["recall"] == pytest.approx(1.0)
+        want += [~wrong, np.zeros(17, bool)]  # the second person matches nobody
+    scores, right = keypoint_outcomes(data, COCO_SIGMAS)
+    assert len(scores) == 6 * 2 * 17
+    np.testing.assert_array_equal(right, np.concatenate(want))
 
 
-def test_no_matched_people_gives_zero():
-    thresh, stats = keypoint_score_threshold([([], {"boxes": np.zeros((0, 4)), "scores": np.zeros(0),
-                                                    "keypoints": np.zeros((0, 17, 3)),
-                                                    "keypoint_scores": np.zeros((0, 17))})], COCO_SIGMAS)
-    assert thresh == 0.0 and stats["keypoints"] == 0
+def test_no_detections_give_no_outcomes():
+    scores, right = keypoint_outcomes([([], {"boxes": np.zeros((0, 4)), "scores": np.zeros(0),
+                                             "keypoints": np.zeros((0, 17, 3)),
+                                             "keypoint_scores": np.zeros((0, 17))})], COCO_SIGMAS)
+    assert len(scores) == 0 and len(right) == 0
 
 
 def _naive_ece(scores, right, bins=15):

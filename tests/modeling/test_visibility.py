@@ -95,3 +95,20 @@ def test_the_probe_leaves_the_tower_to_the_heatmaps_unless_asked():
         tower_grad = sum(float(p.grad.abs().sum()) for p in head.tower.parameters() if p.grad is not None)
         assert (tower_grad > 0) == trains_tower
         assert head.visibility_fc.weight.grad is not None
+
+
+def test_a_calibrated_head_ranks_people_for_keypoint_ap_by_their_keypoints():
+    from poseseg.modeling.postprocess import records_by_iou_type
+
+    torch.manual_seed(0)
+    model = poseseg.build_model(poseseg.load_config("tiny", ["model.box.score_thresh=0.0"])).eval()
+    images = [torch.rand(3, 96, 128)]
+    with torch.no_grad():
+        assert "keypoint_instance_scores" not in model.predict_rois(images).detections[0]  # uncalibrated
+        model.keypoint_head.score_calibration.set_knots(torch.linspace(0, 1, 33), torch.linspace(0, 1, 33))
+        result = postprocess(model.predict_rois(images))[0]
+    want = result["scores"] * result["keypoint_scores"].mean(-1)
+    torch.testing.assert_close(result["keypoint_instance_scores"], want)
+    split = records_by_iou_type(coco_records(result, image_id=1))
+    assert [r["score"] for r in split["keypoints"]] == [float(v) for v in want]
+    assert [r["score"] for r in split["bbox"]] == [float(v) for v in result["scores"]]  # boxes keep theirs

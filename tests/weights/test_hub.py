@@ -114,7 +114,8 @@ def test_predict_with_named_weights_equals_torchvision(hub_cache, coco_sample, t
     report = payload["conversion_report"]
     assert not report["unexpected"]
     assert any("mask head reads the mask model's own ResNet + FPN" in n for n in report["notes"])
-    assert all("offset" in k or "num_batches" in k for k in report["left_at_init"])  # only our extra parts
+    assert all("offset" in k or "num_batches" in k or "score_calibration" in k
+               for k in report["left_at_init"])  # only our extra parts
 
 
 def _photo(folder) -> str:

@@ -1,4 +1,4 @@
-"""Keypoint scores people can read: calibration to probabilities, its error, and a drawing threshold.
+"""Keypoint scores people can read: calibration to probabilities and its error.
 
 A raw keypoint score (the heatmap's peak) has no fixed scale. Here a keypoint of a detected person
 counts as *right* when a labelled ground-truth keypoint lies within OKS-ks 0.5 of it:
@@ -115,27 +115,6 @@ def fit_calibration(scores: np.ndarray, right: np.ndarray, method: str = "platt"
 def apply_calibration(scores: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """The map :class:`~poseseg.modeling.score_calibration.ScoreCalibration` applies, in numpy."""
     return np.interp(scores, xs, ys)
-
-
-def keypoint_score_threshold(predictions: list[tuple[list[dict], dict]], sigmas: list[float], *,
-                             min_box_score: float = 0.5, min_iou: float = 0.5) -> tuple[float, dict]:
-    """``predictions``: per image (its COCO ground-truth annotations, the model's result with
-    ``boxes`` (N, 4) xyxy, ``scores``, ``keypoints`` (N, K, 3), ``keypoint_scores`` (N, K)).
-
-    Returns (threshold, stats) with stats ``{"keypoints", "right", "precision", "recall"}``.
-    """
-    scores, right = keypoint_outcomes(predictions, sigmas, min_box_score=min_box_score, min_iou=min_iou)
-    if not len(scores):
-        return 0.0, {"keypoints": 0, "right": 0, "precision": 0.0, "recall": 0.0}
-    order = np.argsort(-scores)
-    hits = np.cumsum(right[order])  # right keypoints among the top-n scores
-    drawn = np.arange(1, len(scores) + 1)
-    f1 = 2 * hits / (drawn + right.sum()) if right.any() else np.zeros(len(scores))
-    best = int(f1.argmax())
-    stats = {"keypoints": int(len(scores)), "right": int(right.sum()),
-             "precision": float(hits[best] / drawn[best]), "recall": float(hits[best] / max(right.sum(), 1))}
-    return float(scores[order][best]), stats
-
 
 
 @dataclass

@@ -141,6 +141,15 @@ def _is_collective_failure(e: BaseException) -> bool:
                                                                 "Broken pipe", "gloo", "NCCL")))
 
 
+def next_batch(loader):
+    """``next(loader)``; a data worker killed mid-transfer can surface as a broken pipe of its queue: it
+    is reported as the dead worker it is."""
+    try:
+        return next(loader)
+    except (ConnectionError, EOFError) as e:
+        raise RuntimeError(f"DataLoader worker exited unexpectedly ({type(e).__name__}: {e})") from None
+
+
 def _is_worker_death(e: BaseException) -> bool:
     text = str(e)
     return isinstance(e, RuntimeError) and "DataLoader worker" in text and (

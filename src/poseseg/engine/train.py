@@ -168,7 +168,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
                     logger.message(f"finishing phase from iteration {iteration} (progress {progress:.2f}): "
                                    f"train.finish_freeze={t.finish_freeze} holds {len(frozen)} tensors fixed")
                 schedule.apply(progress, iteration)
-                images, targets = next(loader)
+                images, targets = faults.next_batch(loader)
                 for tg in targets:
                     skipped_images.extend(tg.pop("skipped_images", []))
                 images = [img.to(device, non_blocking=True) for img in images]

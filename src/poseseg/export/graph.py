@@ -30,7 +30,9 @@ def output_names(model: PoseSegModel) -> list[str]:
     if model.mask_head is not None:
         names.append("mask_probs")  # (N, 1, M, M) in box coordinates
     if model.keypoint_head is not None:
-        names += ["keypoints", "keypoint_scores", "keypoint_peaks", "keypoint_instance_scores"]
+        names += ["keypoints", "keypoint_scores", "keypoint_peaks"]
+        if model.keypoint_head.ranks_by_keypoints:
+            names.append("keypoint_instance_scores")  # (N,) the ranking score for keypoint AP
         if model.keypoint_head.visibility_fc is not None:
             names.append("keypoint_visibility")  # (N, K) int64 flag 0 / 1 / 2
     return names
@@ -74,8 +76,9 @@ class InferenceGraph(nn.Module):
             pooled = mask_pooled if same else m.keypoint_pooler(features, [boxes], image_sizes)
             heatmaps, offsets, visibility = m.keypoint_head(pooled)  # (N + 1, K, H, H), (N + 1, 2K, H, H), (N + 1, K, 3)
             decoded = m.keypoint_head.decode(heatmaps, offsets, visibility, boxes)  # calibrated scores
-            outputs += [decoded.keypoints[:-1], decoded.scores[:-1], decoded.peaks[:-1],
-                        m.keypoint_head.instance_scores(detections["scores"], decoded.scores[:-1])]
+            outputs += [decoded.keypoints[:-1], decoded.scores[:-1], decoded.peaks[:-1]]
+            if m.keypoint_head.ranks_by_keypoints:
+                outputs.append(m.keypoint_head.instance_scores(detections["scores"], decoded.scores[:-1]))
             if decoded.visibility is not None:
                 outputs.append(decoded.visibility[:-1])
         return tuple(outputs)

@@ -118,11 +118,15 @@ class KeypointHead(nn.Module):
             decoded.visibility = visibility.argmax(dim=-1)  # (R, K) in {0, 1, 2}
         return decoded
 
+    @property
+    def ranks_by_keypoints(self) -> bool:
+        """Whether people are ranked for keypoint AP by :meth:`instance_scores` (a calibrated head) rather
+        than by their box score."""
+        return bool(self.score_calibration.fitted)
+
     def instance_scores(self, box_scores: torch.Tensor, keypoint_scores: torch.Tensor) -> torch.Tensor:
-        """(N,) the score that ranks people for keypoint AP: with calibrated keypoint scores, the box score
-        times the mean keypoint probability (measured best: benchmarks/RESULTS.md); else the box score."""
-        if not bool(self.score_calibration.fitted):
-            return box_scores
+        """(N,) the score that ranks people for keypoint AP once the keypoint scores are calibrated: the box
+        score times the mean keypoint probability (measured best: benchmarks/RESULTS.md)."""
         return box_scores * keypoint_scores.mean(dim=-1)
 
     @torch.no_grad()

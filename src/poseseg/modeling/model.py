@@ -215,7 +215,9 @@ class PoseSegModel(nn.Module):
                 d["keypoints"] = decoded[i].keypoints if decoded else boxes[i].new_zeros((n, k, 3))
                 d["keypoint_scores"] = decoded[i].scores if decoded else boxes[i].new_zeros((n, k))
                 d["keypoint_peaks"] = decoded[i].peaks if decoded else boxes[i].new_zeros((n, k, 2))
-                d["keypoint_instance_scores"] = self.keypoint_head.instance_scores(d["scores"], d["keypoint_scores"])
+                if "scores" in d and self.keypoint_head.ranks_by_keypoints:
+                    d["keypoint_instance_scores"] = self.keypoint_head.instance_scores(d["scores"],
+                                                                                       d["keypoint_scores"])
                 if self.keypoint_head.visibility_fc is not None:
                     d["keypoint_visibility"] = (decoded[i].visibility if decoded
                                                 else boxes[i].new_zeros((n, k), dtype=torch.int64))

@@ -9,7 +9,7 @@ stops at the RoI level, in the pixels of the resized picture it saw:
     keypoint_scores  (N, K)                    keypoint_peaks (N, K, 2) the peaks before the offsets
     keypoint_visibility (N, K) int64           0 not labelled, 1 occluded, 2 visible (visibility head only)
     keypoint_instance_scores (N,)              the score ranking people for keypoint AP (box score x mean
-                                               keypoint probability once calibrated, else the box score)
+                                               keypoint probability; calibrated models only)
 
 :func:`postprocess` maps boxes and keypoints to the original picture and pastes the masks with
 the one half-pixel-aligned paste (:mod:`poseseg.modeling.mask_paste`): into full (N, 1, H, W)
