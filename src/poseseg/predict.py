@@ -41,6 +41,7 @@ class PredictReport:
     tracks: int = 0  # distinct track IDs over all tracked sequences
     image_infos: list[dict] = field(default_factory=list)  # id, file_name, width, height of every image read
     saved: list[Path] = field(default_factory=list)  # the --save-format files (beside predictions.json)
+    visibility: bool = False  # the model predicted keypoint visibility flags (model.keypoint.visibility)
 
 
 def expand_sources(sources: list[str]) -> tuple[list[Path], list[str]]:
@@ -158,7 +159,14 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
         schema = predictor.schema or {}
         k = next((len(r["keypoints"]) // 3 for r in results if "keypoints" in r), None)
         category = person_category(schema.get("names"), schema.get("skeleton"), num_keypoints=k)
-        report.saved = write_predictions(save_format, results, report.image_infos, out_dir, category=category)
+        tool_records = results
+        if k is not None and not report.visibility:
+            # no visibility head: v = 1 in predictions.json is the COCO results convention, not a prediction;
+            # an annotation tool would show every keypoint as occluded, so they go as plain (visible) points
+            print(f"note: {weights} predicts no keypoint visibility (train with model.keypoint.visibility=true): "
+                  f"the {save_format} keypoints carry no occlusion flags, annotators set them", file=sys.stderr)
+            tool_records = [_without_flags(r) for r in results]
+        report.saved = write_predictions(save_format, tool_records, report.image_infos, out_dir, category=category)
     return report
 
 
@@ -179,6 +187,15 @@ def _check_save_format(save_format: str, sources: list[str], video: VideoOptions
         raise ValueError(f"--save-format {save_format} writes pre-annotations of image files, and {frames[0]} is a "
                          f"video, stream or tracked frame sequence: predict its frames as image files (a folder "
                          f"without --track), or choose --save-format {' or '.join(SEQUENCE_FORMATS)}")
+
+
+def _without_flags(record: dict) -> dict:
+    """A COCO result record with every keypoint marked plainly visible (v = 2)."""
+    if "keypoints" not in record:
+        return record
+    kps = list(record["keypoints"])
+    kps[2::3] = [2] * (len(kps) // 3)
+    return {**record, "keypoints": kps}
 
 
 def _skip_after_model_failure(report: PredictReport, what: list[str], error: ModelRunError) -> None:
@@ -302,4 +319,5 @@ def _save_overlay(predictor, array: np.ndarray, pred: dict, overlay: OverlayOpti
 
 def _add_results(results: list, pred: dict, image_id: int, extra: dict, report: PredictReport) -> None:
     report.people += len(pred["boxes"])
+    report.visibility = report.visibility or "keypoint_visibility" in pred
     results.extend(coco_records(pred, image_id, extra=extra))

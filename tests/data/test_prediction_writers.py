@@ -159,7 +159,7 @@ def test_writers_never_overwrite(sample, tmp_path):
 
 
 def test_predict_save_format_round_trips_a_models_predictions(trained_checkpoint, synth_data, tmp_path, capsys):
-    """The test model's real predictions (every keypoint v=1 today) through predict --save-format and back through
+    """The test model's real predictions through predict --save-format and back through
     convert-data, per format; predict's --out convention (a used folder -> a numbered new one) holds. After 4
     training steps its masks are all empty, so this checks the empty-mask path (no region written, none read
     back); mask shapes are measured on the COCO sample above."""
@@ -176,6 +176,12 @@ def test_predict_save_format_round_trips_a_models_predictions(trained_checkpoint
         assert main(args) == 0
         records = json.loads((out / "predictions.json").read_text())
         assert records, "no people at score 0.3: the round trip would test nothing"
+        # a model without a visibility head: predictions.json keeps the results convention (v = 1), the tool
+        # gets plain visible points and the user a note, never a made-up "occluded" on every keypoint
+        assert all(v == 1 for r in records for v in r["keypoints"][2::3])
+        assert "predicts no keypoint visibility" in capsys.readouterr().err
+        records = [{**r, "keypoints": [v if i % 3 != 2 else 2 for i, v in enumerate(r["keypoints"])]}
+                   for r in records]
         back = tmp_path / f"{fmt}.json"
         assert main(["convert-data", reader, str(out / name), "--out", str(back)]) == 0
         images = [{"id": i + 1, "file_name": str(folder / n), "width": 160, "height": 160}
