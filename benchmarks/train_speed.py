@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torchvision
@@ -101,8 +102,50 @@ def measure_memory(name: str, args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# the demo's process and thread layouts on 2 cores: name -> (processes, threads each, data workers each)
+DEMO_LAYOUTS = {
+    "1 process x 2 threads, 0 workers": (1, 2, 0),
+    "1 process x 2 threads, 1 worker": (1, 2, 1),
+    "1 process x 2 threads, 2 workers (the demo's)": (1, 2, 2),
+    "2 DDP processes x 1 thread, 0 workers": (2, 1, 0),
+    "2 DDP processes x 1 thread, 1 worker": (2, 1, 1),
+}
+
+
+def demo_layouts(iters: int, skip: int, data: Path, work: Path) -> dict[str, float]:
+    """Median seconds per demo training iteration (the same global batch of 4) for each layout, from the
+    ``time_s`` of every step in ``metrics.jsonl`` after the first ``skip``; no validation, no checkpoint."""
+    from poseseg.demo import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, demo_config, ensure_dataset
+
+    ensure_dataset(data, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES, seed=0)
+    results = {}
+    for n, (name, (procs, threads, workers)) in enumerate(DEMO_LAYOUTS.items()):
+        out = work / f"layout{n}"
+        cfg = demo_config(data, out, [f"data.num_workers={workers}", "data.val_json=", "train.log_every=1",
+                                      f"train.batch_size={4 // procs}", f"train.checkpoint_every={10 * iters}",
+                                      f"train.iters={iters}"], iters=iters)
+        work.mkdir(parents=True, exist_ok=True)
+        config = work / f"layout{n}.yaml"
+        config.write_text(cfg.to_yaml())
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+                    if procs > 1 else [sys.executable])
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run([*launcher, "-m", "poseseg", "train", "--config", str(config)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        times = [r["time_s"] for r in steps if "time_s" in r and r["iter"] > skip]
+        results[name] = statistics.median(times)
+        print(f"{name:48s} {results[name]:.3f} s/iteration (median of {len(times)})", flush=True)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo", action="store_true", help="time the demo's training under each process/thread/worker "
+                                                        "layout instead (DEMO_LAYOUTS)")
+    p.add_argument("--demo-iters", type=int, default=60)
+    p.add_argument("--demo-data", default="data/synth", help="the demo's data folder (made if missing)")
+    p.add_argument("--demo-work", default="runs/train_speed_demo")
     p.add_argument("--size", type=int, default=512, help="image side (square images)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--runs", type=int, default=5, help="timed rounds (each runs one step of every model)")
@@ -113,6 +156,15 @@ def main() -> None:
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--_memory-child", dest="memory_child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.demo:
+        layouts = demo_layouts(args.demo_iters, 10, Path(args.demo_data), Path(args.demo_work))
+        chosen = "1 process x 2 threads, 2 workers (the demo's)"
+        if args.json:
+            Path(args.json).write_text(json.dumps({"layout": chosen, "s_per_iter": round(layouts[chosen], 4),
+                                                   "fastest": min(layouts, key=layouts.get),
+                                                   "layouts": {k: round(v, 4) for k, v in layouts.items()},
+                                                   "iters": args.demo_iters, "cpu": cpu_model()}, indent=2))
+        return
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.size, args.batch_size, args.memory_steps, args.threads)))
         return
