@@ -20,10 +20,9 @@ from PIL import Image, ImageDraw
 
 from poseseg.data.coco import CocoPeopleDataset
 from poseseg.data.synth import generate_dataset
-from poseseg.engine.calibrate import (apply_calibration, detections_with_truth, expected_calibration_error,
-                                      fit_calibration, keypoint_outcomes, reliability_bins)
+from poseseg.engine.calibrate import (apply_calibration, expected_calibration_error, fit_calibration,
+                                      keypoint_outcomes, match_detections, pair_with_truth, reliability_bins)
 from poseseg.engine.evaluate import predict_records, score_results
-from poseseg.ops.boxes import box_iou
 from poseseg.weights.load import load_model
 
 # how the instance score (COCO's ranking) may combine the box score b with the K calibrated keypoint
@@ -43,15 +42,11 @@ def visibility_accuracy(pairs: list[tuple[list[dict], dict]], min_box_score: flo
     hits, counts = np.zeros(3), np.zeros(3)
     for anns, result in pairs:
         people = [a for a in anns if not a.get("iscrowd")]
-        keep = result["scores"] >= min_box_score
-        if not people or not keep.any():
-            continue
-        gt_boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in people)])
-        iou = box_iou(result["boxes"][keep], gt_boxes)  # (N, G)
-        for i, flags in enumerate(result["keypoints"][keep][..., 2].astype(int)):
-            if iou[i].max() < 0.5:
+        for i, person in match_detections(people, result, min_box_score=min_box_score):
+            if person is None:
                 continue
-            truth = np.asarray(people[int(iou[i].argmax())]["keypoints"]).reshape(-1, 3)[:, 2].astype(int)
+            flags = result["keypoints"][i][:, 2].astype(int)  # (K,) predicted
+            truth = np.asarray(person["keypoints"]).reshape(-1, 3)[:, 2].astype(int)
             for v in range(3):
                 counts[v] += (truth == v).sum()
                 hits[v] += ((truth == v) & (flags == v)).sum()
@@ -111,11 +106,11 @@ def main() -> None:
         ds = CocoPeopleDataset(folder / "val.json", folder / "val", keep_empty=True, load_masks=False,
                                on_bad_image="raise", oks_sigmas=sigmas)
         datasets[name] = ds
-        pairs = detections_with_truth(model, ds, device=device)
+        records[name], unreadable = predict_records(model, ds, device=device)  # one prediction pass per split
+        pairs = pair_with_truth(records[name], ds, unreadable)
         raw[name] = keypoint_outcomes(pairs, sigmas)
         if model.keypoint_head.visibility_fc is not None:
             visibility[name] = visibility_accuracy(pairs)
-        records[name], _ = predict_records(model, ds, device=device)
         print(f"{name}: {len(raw[name][0])} keypoints of detected people, {int(raw[name][1].sum())} right", flush=True)
 
     fits = {m: fit_calibration(*raw["calib"], method=m) for m in ("isotonic", "platt")}

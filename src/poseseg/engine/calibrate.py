@@ -25,6 +25,24 @@ from poseseg.ops.boxes import box_iou
 CALIBRATION_METHODS = ("isotonic", "platt")
 
 
+def check_method(method: str) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method {method!r}; choose {' or '.join(CALIBRATION_METHODS)}")
+
+
+def match_detections(people: list[dict], result: dict, *, min_box_score: float = 0.5,
+                     min_iou: float = 0.5) -> list[tuple[int, dict | None]]:
+    """(index into ``result``, the ground-truth person it matches or None) for every detection with a box
+    score >= ``min_box_score``: the person of highest box IoU, if that IoU is >= ``min_iou``."""
+    kept = np.flatnonzero(np.asarray(result["scores"]).reshape(-1) >= min_box_score)
+    if not people or not len(kept):
+        return [(int(i), None) for i in kept]
+    boxes = np.asarray(result["boxes"], dtype=np.float64).reshape(-1, 4)[kept]
+    gt_boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in people)])
+    iou = box_iou(boxes, gt_boxes)  # (N, G)
+    return [(int(i), people[int(row.argmax())] if row.max() >= min_iou else None) for i, row in zip(kept, iou)]
+
+
 def keypoint_outcomes(predictions: list[tuple[list[dict], dict]], sigmas: list[float], *,
                       min_box_score: float = 0.5, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """``predictions``: per image (its COCO ground-truth annotations, the model's result with
@@ -36,25 +54,15 @@ def keypoint_outcomes(predictions: list[tuple[list[dict], dict]], sigmas: list[f
     scores, right = [], []
     for anns, result in predictions:
         people = [a for a in anns if not a.get("iscrowd") and any(v > 0 for v in a["keypoints"][2::3])]
-        keep = np.asarray(result["scores"]).reshape(-1) >= min_box_score
-        boxes = np.asarray(result["boxes"], dtype=np.float64).reshape(-1, 4)[keep]
-        if not len(boxes):
-            continue
-        kps = np.asarray(result["keypoints"], dtype=np.float64)[keep]  # (N, K, 3)
-        kp_scores = np.asarray(result["keypoint_scores"], dtype=np.float64)[keep]  # (N, K)
-        iou = np.zeros((len(boxes), 0))
-        if people:
-            gt_boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in people)])
-            iou = box_iou(boxes, gt_boxes)  # (N, G)
-        for i in range(len(boxes)):
-            scores.append(kp_scores[i])
-            if not people or iou[i].max() < min_iou:
-                right.append(np.zeros(len(kp_scores[i]), dtype=bool))
+        for i, person in match_detections(people, result, min_box_score=min_box_score, min_iou=min_iou):
+            kp_scores = np.asarray(result["keypoint_scores"][i], dtype=np.float64)  # (K,)
+            scores.append(kp_scores)
+            if person is None:
+                right.append(np.zeros(len(kp_scores), dtype=bool))
                 continue
-            g = int(iou[i].argmax())
-            gt = np.asarray(people[g]["keypoints"], dtype=np.float64).reshape(-1, 3)
-            d2 = ((kps[i, :, :2] - gt[:, :2]) ** 2).sum(-1)
-            oks = np.exp(-d2 / (2 * max(people[g]["area"], 1.0) * k2))
+            gt = np.asarray(person["keypoints"], dtype=np.float64).reshape(-1, 3)  # (K, 3)
+            d2 = ((np.asarray(result["keypoints"][i], dtype=np.float64)[:, :2] - gt[:, :2]) ** 2).sum(-1)
+            oks = np.exp(-d2 / (2 * max(person["area"], 1.0) * k2))
             right.append((gt[:, 2] > 0) & (oks >= 0.5))
     if not scores:
         return np.zeros(0), np.zeros(0, dtype=bool)
@@ -83,8 +91,7 @@ def fit_calibration(scores: np.ndarray, right: np.ndarray, method: str = "platt"
     """(xs, ys): ``KNOTS`` knots of a non-decreasing map from raw score to the probability of being
     right, at quantiles of the raw scores (where the data is). ``isotonic``: pool-adjacent-violators
     (scipy); ``platt``: a logistic regression on the logit of the score."""
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method {method!r}; choose {' or '.join(CALIBRATION_METHODS)}")
+    check_method(method)
     scores, right = np.asarray(scores, dtype=np.float64), np.asarray(right, dtype=np.float64)
     if len(scores) < 2 * KNOTS or right.min() == right.max():
         raise ValueError(f"calibration needs at least {2 * KNOTS} keypoints of detected people, right and wrong "
@@ -100,16 +107,20 @@ def fit_calibration(scores: np.ndarray, right: np.ndarray, method: str = "platt"
     else:
         from scipy.optimize import minimize
 
-        z = np.log(np.clip(scores, 1e-6, 1 - 1e-6) / (1 - np.clip(scores, 1e-6, 1 - 1e-6)))
+        z = _logit(scores)
 
         def nll(ab):
             logits = ab[0] * z + ab[1]
             return float(np.sum(np.logaddexp(0, logits) - right * logits))
 
         a, b = minimize(nll, x0=np.array([1.0, 0.0]), method="Nelder-Mead").x
-        zx = np.log(np.clip(xs, 1e-6, 1 - 1e-6) / (1 - np.clip(xs, 1e-6, 1 - 1e-6)))
-        ys = 1 / (1 + np.exp(-(a * zx + b)))
+        ys = 1 / (1 + np.exp(-(a * _logit(xs) + b)))
     return xs.astype(np.float32), np.maximum.accumulate(np.clip(ys, 0, 1)).astype(np.float32)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def apply_calibration(scores: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -135,6 +146,11 @@ def detections_with_truth(model, dataset, *, device: torch.device, batch_size: i
     """(ground-truth annotations, result) per image of ``dataset``, the result in :func:`keypoint_outcomes`'
     form, from the evaluation's own prediction path."""
     records, unreadable = predict_records(model, dataset, device=device, batch_size=batch_size)  # unreadable: left out
+    return pair_with_truth(records, dataset, unreadable)
+
+
+def pair_with_truth(records: list[dict], dataset, unreadable=()) -> list[tuple[list[dict], dict]]:
+    """COCO result records of ``dataset``'s images -> (ground-truth annotations, result) per readable image."""
     truth = json.loads(Path(dataset.json_path).read_text())
     anns: dict[int, list[dict]] = {}
     for a in truth.get("annotations", []):
@@ -159,8 +175,7 @@ def calibrate_model(model, dataset, *, sigmas: list[float], method: str = "platt
     was fitted before) and set it in ``model``."""
     if model.keypoint_head is None:
         raise ValueError("this model has no keypoint head: there are no keypoint scores to calibrate")
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method {method!r}; choose {' or '.join(CALIBRATION_METHODS)}")
+    check_method(method)
     calibration = model.keypoint_head.score_calibration
     fitted = (calibration.knots_x.clone(), calibration.knots_y.clone(), bool(calibration.fitted))
     calibration.set_knots(torch.linspace(0, 1, KNOTS), torch.linspace(0, 1, KNOTS))  # raw scores
@@ -192,8 +207,7 @@ def calibrate_checkpoint(weights: str | Path, data: str | Path, images: str | Pa
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"--out {out} exists; calibrate never overwrites: choose another path")
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"--method {method!r}; choose {' or '.join(CALIBRATION_METHODS)}")
+    check_method(method)  # before the model loads
     model, cfg = load_model(weights, overrides=overrides)
     sigmas = cfg.data.oks_sigmas or (model.keypoint_schema or {}).get("sigmas") or None
     if model.keypoint_head is None:
