@@ -3,6 +3,9 @@
     python benchmarks/video_speed.py                      # both presets at 320 and 640 px, 10 timed frames each
     python benchmarks/video_speed.py --frames 20 --json video_speed.json
 
+``--json F`` writes ``{"rows": [...], "tiny_320_fps": wall-clock frames/s of tiny at 320 px, tracking on,
+"paper_regular_640_fps": ..., "threads": N}`` (the keyed rates are present when those rows were run).
+
 Random but fixed weights (``torch.manual_seed(0)``): speed does not depend on training, except
 through the number of people found, so every model returns exactly ``--people`` detections per
 frame (box score threshold 0, ``model.box.detections_per_image`` = N) and the mask and keypoint
@@ -81,7 +84,10 @@ def main() -> None:
             print(f"{preset:15s} {size:4d} px  {fps:6.2f} frames/s wall  {cpu_fps:6.2f} frames per CPU second  "
                   f"({torch.get_num_threads()} threads)", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        summary = {f"{r['preset']}_{r['size']}_fps": r["fps"] for r in rows
+                   if (r["preset"], r["size"]) in (("tiny", 320), ("paper_regular", 640))}
+        Path(args.json).write_text(json.dumps({"rows": rows, **summary, "threads": torch.get_num_threads(),
+                                               "people": args.people, "frames": args.frames}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import MultiScaleRoIAlign
+
+from poseseg.modeling.pooler import LevelRoIAlign
 
 
 class DeformRoIPooler(nn.Module):
@@ -24,8 +25,8 @@ class DeformRoIPooler(nn.Module):
         self.output_size = output_size
         self.sampling_ratio = max(sampling_ratio, 1)
         self.gamma = gamma
-        self.align = MultiScaleRoIAlign(featmap_names=level_names, output_size=output_size,
-                                        sampling_ratio=self.sampling_ratio)
+        self.align = LevelRoIAlign(featmap_names=level_names, output_size=output_size,
+                                   sampling_ratio=self.sampling_ratio, aligned=False)
         self.offset_fc = nn.Linear(channels * output_size**2, 2 * output_size**2)
         nn.init.zeros_(self.offset_fc.weight)
         nn.init.zeros_(self.offset_fc.bias)
