@@ -193,6 +193,7 @@ def cmd_show_data(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from poseseg.engine import distributed as dist
     from poseseg.predict import VideoOptions, run_predict
 
     video = VideoOptions(track=args.track, smooth=args.smooth, save_mot=args.save_mot, max_frames=args.max_frames,
@@ -202,12 +203,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          overrides=_test_flip(args) + list(args.overrides), video=video,
                          save_format=args.save_format, keypoint_thresh=args.keypoint_thresh)
     read = report.images + report.frames
-    print(f"{report.images} images and {report.frames} video frames, {report.people} people, "
-          f"{read / max(report.seconds, 1e-9):.2f} images/s -> {report.out_dir}")
-    if video.track or video.smooth:
-        print(f"{report.tracks} track IDs; {report.skipped_frames} unreadable frame(s) skipped")
-    if report.failed:
-        print(f"{len(report.failed)} file(s) could not be read:", *report.failed, sep="\n  ", file=sys.stderr)
+    if dist.is_main():  # under torchrun: once, the totals of every rank
+        processes = f" ({dist.world_size()} processes)" if dist.world_size() > 1 else ""
+        print(f"{report.images} images and {report.frames} video frames, {report.people} people, "
+              f"{read / max(report.seconds, 1e-9):.2f} images/s{processes} -> {report.out_dir}")
+        if video.track or video.smooth:
+            print(f"{report.tracks} track IDs; {report.skipped_frames} unreadable frame(s) skipped")
+        if report.failed:
+            print(f"{len(report.failed)} file(s) could not be read:", *report.failed, sep="\n  ", file=sys.stderr)
+    dist.cleanup()
     return 0 if read else 1
 
 

@@ -51,6 +51,15 @@ def all_gather_objects(obj) -> list:
     return out
 
 
+def gather_objects(obj, dst: int = 0) -> list | None:
+    """Every rank's ``obj`` (picklable), in rank order, on rank ``dst``; None on the others."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size() if rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
 def broadcast_object(obj, src: int = 0):
     if not is_distributed():
         return obj
