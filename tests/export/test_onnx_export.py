@@ -21,8 +21,9 @@ ort = pytest.importorskip("onnxruntime")
 
 from poseseg.data.image_io import load_image_rgb  # noqa: E402
 from poseseg.keypoint_schema import KeypointSchema  # noqa: E402
-from poseseg.export.deform_symbolic import ExportError, register_deform_conv_symbolic  # noqa: E402
+from poseseg.export.deform_symbolic import ExportError  # noqa: E402
 from poseseg.export.onnx_export import export_onnx  # noqa: E402
+from poseseg.export.onnx_trace import trace_to_onnx  # noqa: E402
 from poseseg.export.ort_model import OrtModel  # noqa: E402
 from poseseg.modeling.postprocess import postprocess  # noqa: E402
 from poseseg.ops import DeformConv2d, deform_conv2d  # noqa: E402
@@ -108,9 +109,8 @@ def test_deform_conv_layer_in_ort_equals_ours_and_torchvision(tmp_path, modulate
         layer.offset_conv.weight.normal_(0, 0.3)
         layer.offset_conv.bias.normal_(0, 1.0)
     x = torch.randn(2, 8, 11, 13)
-    register_deform_conv_symbolic(19)
     path = tmp_path / "dcn.onnx"
-    torch.onnx.export(layer, (x,), str(path), dynamo=False, opset_version=19, input_names=["x"])
+    trace_to_onnx(layer, (x,), path, opset=19, input_names=["x"])
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert "DeformConv" in {n.op_type for n in proto.graph.node}
@@ -288,8 +288,7 @@ def test_corrupted_or_foreign_onnx_files_give_clear_errors(tmp_path, capsys):
     assert "broken.onnx is not a loadable ONNX model" in capsys.readouterr().err
 
     foreign = tmp_path / "conv.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), str(foreign), dynamo=False,
-                      opset_version=17)
+    trace_to_onnx(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), foreign, opset=17, input_names=["x"])
     with pytest.raises(ExportError, match="not a poseseg export"):
         OrtModel(foreign)
     with pytest.raises(FileNotFoundError, match="missing.onnx"):

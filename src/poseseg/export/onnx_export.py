@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import tempfile
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,9 @@ from pathlib import Path
 import torch
 
 from poseseg.export.checksum import CHECKSUM_KEY, PLACEHOLDER, seal
-from poseseg.export.deform_symbolic import DEFORM_CONV_OPSET, ExportError, register_deform_conv_symbolic
+from poseseg.export.deform_symbolic import DEFORM_CONV_OPSET, ExportError
 from poseseg.export.graph import InferenceGraph, output_names
+from poseseg.export.onnx_trace import trace_to_onnx
 from poseseg.modeling.model import PoseSegModel
 
 FORMAT_TAG = "poseseg-onnx-2"  # 2: RoI-level outputs in the resized picture, pasted by postprocess
@@ -87,9 +87,7 @@ def export_onnx(model: PoseSegModel, out: str | Path, *, opset: int = DEFORM_CON
     """
     import onnx
 
-    check_exportable(model, opset)
-    if opset >= DEFORM_CONV_OPSET:  # below it check_exportable has made sure no layer is deformable
-        register_deform_conv_symbolic(opset)
+    check_exportable(model, opset)  # below opset 19 it makes sure that no layer is deformable
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     height, width = size if size is not None else _example_size(model)
@@ -99,18 +97,10 @@ def export_onnx(model: PoseSegModel, out: str | Path, *, opset: int = DEFORM_CON
     if size is None:
         dynamic_axes["image"] = {1: "height", 2: "width"}
     graph = InferenceGraph(model).eval()
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on size arithmetic it records as constants
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_file = Path(tmp) / out.name
-        try:
-            with torch.no_grad():
-                torch.onnx.export(graph, (example,), str(tmp_file), dynamo=False, opset_version=opset,
-                                  input_names=["image"], output_names=names, dynamic_axes=dynamic_axes,
-                                  do_constant_folding=True)
-        except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExportError(f"torch.onnx could not export this model at opset {opset}: {first[:400]} "
-                              "(set POSESEG_DEBUG=1 for the traceback)") from e
+        trace_to_onnx(graph, (example,), tmp_file, opset=opset, input_names=["image"], output_names=names,
+                      dynamic_axes=dynamic_axes)
         proto = onnx.load(str(tmp_file))
         _set_metadata(proto, names=names, config=config,
                       keypoint_schema=keypoint_schema if keypoint_schema is not None else model.keypoint_schema,
