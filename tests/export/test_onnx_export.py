@@ -11,89 +11,21 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
+from export_helpers import SMALL, assert_parity, build, rotten_copy, without_checksum
 from video_helpers import write_mjpeg_clip
 
-import poseseg
 from poseseg.cli import main
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from poseseg.data.image_io import load_image_rgb  # noqa: E402
 from poseseg.keypoint_schema import KeypointSchema  # noqa: E402
 from poseseg.export.deform_symbolic import ExportError  # noqa: E402
 from poseseg.export.onnx_export import export_onnx  # noqa: E402
 from poseseg.export.onnx_trace import trace_to_onnx  # noqa: E402
 from poseseg.export.ort_model import OrtModel  # noqa: E402
-from poseseg.modeling.postprocess import postprocess  # noqa: E402
 from poseseg.ops import DeformConv2d, deform_conv2d  # noqa: E402
-from poseseg.predictor import Predictor, to_tensor_image  # noqa: E402
-
-SMALL = ["model.input.test_size=320", "model.input.max_size=512", "model.box.detections_per_image=5"]
-
-
-def build(preset: str, overrides: list[str], *, offsets: bool = False):
-    """A model with fixed random weights; ``offsets``: every learned-offset branch made non-zero."""
-    torch.manual_seed(0)
-    cfg = poseseg.load_config(preset, overrides)
-    model = poseseg.build_model(cfg).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        # spread the person scores so that detection order never hangs on a rounding difference
-        model.box_head.cls_score.weight.normal_(0, 0.2, generator=g)
-        if offsets:
-            for module in model.modules():
-                if isinstance(module, DeformConv2d):
-                    module.offset_conv.weight.normal_(0, 0.01, generator=g)
-                    module.offset_conv.bias.normal_(0, 0.5, generator=g)
-                if hasattr(module, "offset_fc"):  # deformable RoI pooling
-                    module.offset_fc.weight.normal_(0, 1e-3, generator=g)
-                    module.offset_fc.bias.normal_(0, 0.3, generator=g)
-    return model, cfg
-
-
-def without_checksum(proto) -> None:
-    """As a file exported before poseseg wrote checksums."""
-    kept = [p for p in proto.metadata_props if p.key != "poseseg_sha256"]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-
-
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a >= 0.5, b >= 0.5
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else (a & b).sum().item() / union
-
-
-def assert_parity(model, runner: OrtModel, images: list[torch.Tensor]) -> None:
-    total = 0
-    for img in images:
-        ref = postprocess(model.predict_rois([img]), keypoint_peaks=True)[0]
-        got = postprocess(runner.predict_rois([img]), keypoint_peaks=True)[0]
-        assert set(got) == set(ref)
-        n = ref["boxes"].shape[0]
-        assert got["boxes"].shape[0] == n
-        total += n
-        torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-2, rtol=0)
-        torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-3, rtol=0)
-        assert torch.equal(got["labels"], ref["labels"])
-        if "masks" in ref:
-            assert got["masks"].shape == ref["masks"].shape
-            ious = [mask_iou(a, b) for a, b in zip(got["masks"], ref["masks"])]
-            assert min(ious, default=1.0) > 0.99
-        if "keypoints" in ref:
-            torch.testing.assert_close(got["keypoints"], ref["keypoints"], atol=0.1, rtol=0)
-            torch.testing.assert_close(got["keypoint_scores"], ref["keypoint_scores"], atol=1e-3, rtol=0)
-            torch.testing.assert_close(got["keypoint_peaks"], ref["keypoint_peaks"], atol=0.1, rtol=0)
-        if "keypoint_visibility" in ref:
-            assert torch.equal(got["keypoint_visibility"], ref["keypoint_visibility"])
-    assert total > 0, "no detections: the heads' parity went untested"
-
-
-@pytest.fixture(scope="module")
-def coco_images(coco_sample) -> list[torch.Tensor]:
-    """The 4 COCO sample images (4 different sizes), as the model takes them."""
-    return [to_tensor_image(load_image_rgb(p)) for p in sorted(coco_sample.glob("*.jpg"))]
+from poseseg.predictor import Predictor  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- one DCN layer
@@ -333,16 +265,7 @@ def test_a_byte_changed_after_export_is_refused_at_load(checkpoint_17, coco_samp
 
 def test_a_file_that_fails_in_onnx_runtime_stops_before_any_output(checkpoint_17, coco_sample, tmp_path, capsys):
     """An older export (no checksum) whose shape constant rotted: ONNX Runtime fails on some picture sizes."""
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(checkpoint_17[1]))
-    constants = {n.output[0]: n.attribute[0].t for n in proto.graph.node if n.op_type == "Constant"}
-    shape = next(constants[n.input[1]] for n in proto.graph.node if n.op_type == "Reshape"
-                 and n.input[1] in constants and numpy_helper.to_array(constants[n.input[1]]).tolist() == [-1, 2])
-    shape.raw_data = np.array([-1, 3], np.int64).tobytes()
-    without_checksum(proto)
-    rotten = tmp_path / "rotten.onnx"
-    onnx.save(proto, str(rotten))
+    rotten = rotten_copy(checkpoint_17[1], tmp_path / "rotten.onnx")
     photo = coco_sample / "000000000785.jpg"  # 640x425: fails
     out = tmp_path / "out"
     assert main(["predict", "--weights", str(rotten), str(photo), "--out", str(out)]) == 2

@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from poseseg.export.ort_model import OrtModel
+from poseseg.export.exported_model import ExportedModel
 from poseseg.keypoint_schema import KeypointSchema, coco_person_schema
 from poseseg.serve.batcher import Batcher
 from poseseg.serve.codec import ApiError, Upload, read_upload
@@ -194,14 +194,14 @@ def _schema_of(predictor) -> KeypointSchema | None:
 
 
 def _available_outputs(predictor) -> tuple[str, ...]:
-    """``PoseSegModel.heads`` and ``OrtModel.heads`` (box, mask, keypoint) as the API's output names."""
+    """``PoseSegModel.heads`` and ``ExportedModel.heads`` (box, mask, keypoint) as the API's output names."""
     heads = predictor.model.heads
     return tuple(output for head, output in (("box", "boxes"), ("mask", "masks"), ("keypoint", "keypoints"))
                  if head in heads)
 
 
 def _is_onnx(predictor) -> bool:
-    return isinstance(predictor.model, OrtModel)
+    return isinstance(predictor.model, ExportedModel)  # run by ONNX Runtime or OpenVINO
 
 
 def _model_json(predictor) -> dict:
@@ -224,8 +224,8 @@ def _model_json(predictor) -> dict:
 
 
 def _device_name(predictor) -> str:
-    if _is_onnx(predictor):  # the Predictor feeds ORT from CPU memory; the provider says where it runs
-        return f"onnxruntime {predictor.model.session.get_providers()[0]}"
+    if _is_onnx(predictor):  # the Predictor feeds the runtime from CPU memory; the runtime says where it runs
+        return predictor.model.device_name
     return str(predictor.device)
 
 
