@@ -24,7 +24,7 @@ import torch
 
 from poseseg.data.image_io import IMAGE_EXTS
 from poseseg.engine import distributed as dist
-from poseseg.export.ort_model import ModelRunError
+from poseseg.export.exported_model import ModelRunError
 from poseseg.modeling.postprocess import coco_records
 from poseseg.predict_shard import Part, from_rank0, gather_parts, number_parts, owners, unique_names
 from poseseg.track.sources import is_stream
@@ -103,10 +103,11 @@ class OverlayOptions:
 def run_predict(weights: str, sources: list[str], *, out: str | None = None, config: str | None = None,
                 score_thresh: float = 0.5, device: str = "auto", batch_size: int = 1, show_offsets: bool = False,
                 overrides: list[str] | None = None, video: VideoOptions | None = None,
-                save_format: str = "coco", keypoint_thresh: float = 0.2) -> PredictReport:
+                save_format: str = "coco", keypoint_thresh: float = 0.2, runtime: str = "auto") -> PredictReport:
     """Predict every source into a new folder: overlays, ``predictions.json`` (COCO results) and, with
     ``save_format`` other than ``coco``, pre-annotations for an annotation tool
-    (``poseseg.data.convert.writers``: labelstudio, cvat, yolo-pose, csv).
+    (``poseseg.data.convert.writers``: labelstudio, cvat, yolo-pose, csv). ``runtime``: what runs the
+    weights (:func:`poseseg.predictor.resolve_runtime`).
 
     Under ``torchrun`` (or in an initialised process group) each rank predicts its share of the inputs
     (``poseseg.predict_shard``) into the same folder and rank 0 writes the merged files, the same as one
@@ -137,7 +138,8 @@ def run_predict(weights: str, sources: list[str], *, out: str | None = None, con
             print(f"warning: rank 0 alone reads the {sum(streams)} live stream(s) ({specs[streams.index(True)]}): "
                   f"a stream is one sequence and cannot be split across processes; the other ranks share the "
                   "files", file=sys.stderr)
-    predictor = Predictor(weights, config=config, device=device, score_thresh=score_thresh, overrides=overrides)
+    predictor = Predictor(weights, config=config, device=device, score_thresh=score_thresh, overrides=overrides,
+                          runtime=runtime)
     # never into a folder that already holds results; rank 0 decides before any rank writes into it
     out_dir = dist.broadcast_object(output_dir(out, "runs/predict") if dist.is_main() else None)
     names = unique_names([_base_name(s) for s in specs])

@@ -1,7 +1,7 @@
 """Run a trained model on images: ``Predictor(weights).predict(image)`` -> numpy arrays.
 
-``weights`` is a poseseg checkpoint, or a ``.onnx`` file from ``poseseg export`` (run by ONNX Runtime
-with the same outputs).
+``weights`` is a poseseg checkpoint, or a ``.onnx`` file from ``poseseg export`` (run by ONNX Runtime,
+or by OpenVINO with ``runtime="openvino"``, with the same outputs).
 
 An image is a file path, a PIL image or an HxWx3 uint8 RGB array. A checkpoint carries its
 config and keypoint schema, so the weights file is all that is needed.
@@ -15,29 +15,59 @@ import numpy as np
 import torch
 
 from poseseg.device import resolve_device
+from poseseg.export.exported_model import ExportedModel
+from poseseg.export.openvino_model import OpenVinoModel
 from poseseg.export.ort_model import OrtModel, providers_for
 from poseseg.modeling.mask_paste import masks_to_image
 from poseseg.modeling.postprocess import postprocess
 from poseseg.weights.load import load_model
 
 
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # --runtime
+
+
 def is_onnx(weights: str | Path) -> bool:
     return str(weights).lower().endswith(".onnx")
 
 
+def resolve_runtime(weights: str | Path, runtime: str = "auto") -> str:
+    """The runtime that runs ``weights``: ``auto`` is PyTorch for a checkpoint or named weights and ONNX
+    Runtime for an ``.onnx`` file; a runtime that cannot run this kind of weights is refused with the fix."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime {runtime}: unknown runtime; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        return "onnxruntime" if is_onnx(weights) else "torch"
+    if runtime == "torch" and is_onnx(weights):
+        raise ValueError(f"--runtime torch runs checkpoints, and {weights} is an exported ONNX graph: give the "
+                         "checkpoint it was exported from, or run the file with --runtime onnxruntime or openvino")
+    if runtime != "torch" and not is_onnx(weights):
+        out = f"{Path(str(weights)).stem}.onnx"
+        raise ValueError(f"--runtime {runtime} runs an exported .onnx file, and {weights} is not one: export it "
+                         f"first with `poseseg export --weights {weights} --out {out}`, then give --weights {out}")
+    return runtime
+
+
 def load_runner(weights: str | Path, *, config: str | Path | None = None, overrides: list[str] | None = None,
-                device: str = "auto"):
+                device: str = "auto", runtime: str = "auto"):
     """``(model, cfg)`` for inference: a checkpoint or named weights -> a ``PoseSegModel`` in eval mode on the
     CPU (:func:`poseseg.weights.load.load_model`); an exported ``.onnx`` file -> an :class:`OrtModel` on
-    ``device``'s ONNX Runtime providers, with the config it was exported with. Both take pictures through
-    ``predict_rois`` (what ``Predictor`` and ``poseseg eval`` call)."""
-    if not is_onnx(weights):
+    ``device``'s ONNX Runtime providers (``runtime="openvino"``: an :class:`OpenVinoModel` on the CPU), with
+    the config it was exported with. All take pictures through ``predict_rois`` (what ``Predictor`` and
+    ``poseseg eval`` call). ``runtime``: one of :data:`RUNTIMES` (:func:`resolve_runtime`)."""
+    runtime = resolve_runtime(weights, runtime)
+    if runtime == "torch":
         return load_model(weights, config=config, overrides=overrides)
     if config is not None or overrides:
         raise ValueError(f"{weights} is an exported ONNX graph: its config is fixed at export, so "
                          f"--config and overrides ({overrides}) cannot apply; export again with them "
                          "(flip test-time augmentation is not available in an exported graph)")
-    model = OrtModel(weights, providers=providers_for(device))
+    if runtime == "openvino":
+        if device.startswith("cuda"):
+            raise ValueError(f"--runtime openvino runs on the CPU, not --device {device}: use --device cpu, or "
+                             "--runtime onnxruntime with onnxruntime-gpu for CUDA")
+        model = OpenVinoModel(weights)
+    else:
+        model = OrtModel(weights, providers=providers_for(device))
     return model, model.config()
 
 
@@ -80,10 +110,12 @@ class Predictor:
     """Boxes, masks and keypoints for every person in an image, as numpy arrays."""
 
     def __init__(self, weights: str | Path = "torchvision-coco", config: str | Path | None = None, device: str = "auto", *,
-                 score_thresh: float = 0.5, overrides: list[str] | None = None):
-        self.model, self.cfg = load_runner(weights, config=config, overrides=overrides, device=device)
-        if is_onnx(weights):
-            self.device = torch.device("cpu")  # inputs go to ONNX Runtime as numpy
+                 score_thresh: float = 0.5, overrides: list[str] | None = None, runtime: str = "auto"):
+        """``runtime``: auto, torch, onnxruntime or openvino (:func:`resolve_runtime`)."""
+        self.model, self.cfg = load_runner(weights, config=config, overrides=overrides, device=device,
+                                           runtime=runtime)
+        if isinstance(self.model, ExportedModel):
+            self.device = torch.device("cpu")  # inputs go to ONNX Runtime / OpenVINO as numpy
         else:
             self.device = resolve_device(device)
             self.model.to(self.device)

@@ -69,3 +69,18 @@ def test_what_an_onnx_file_cannot_do_is_refused_before_the_url(exported, capsys,
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
     assert "http://" not in err  # no banner: the user never sees a URL that does not serve
+
+
+def test_the_app_serves_it_through_openvino(exported, trained_checkpoint, photo_bytes, photo_path, capsys):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'poseseg[openvino]'")
+    predictor = Predictor(exported, device="cpu", score_thresh=0.0, runtime="openvino")
+    with TestClient(create_app(predictor)) as client:
+        info = client.get("/info").json()
+        assert info["model"]["format"] == "onnx" and info["device"] == "openvino CPU"
+        body = client.post("/predict?score_thresh=0", files={"image": ("785.jpg", photo_bytes, "image/jpeg")}).json()
+        assert_matches(body["people"], predictor.predict(load_image_rgb(photo_path)))
+    # a checkpoint is not an .onnx file: refused with the export command, before the URL
+    assert main(["serve", "--weights", str(trained_checkpoint), "--runtime", "openvino"]) == 2
+    err = capsys.readouterr().err
+    assert "poseseg export --weights" in err and "http://" not in err
+

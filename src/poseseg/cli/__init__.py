@@ -31,6 +31,7 @@ from poseseg.cli.commands import (
 )
 from poseseg.config import ConfigError
 from poseseg.data.convert.writers import SAVE_FORMATS
+from poseseg.predictor import RUNTIMES
 from poseseg.safe_write import WriteFailed
 
 EXIT_WRITE_FAILED = 74  # sysexits EX_IOERR: a write failed (disk full, quota); the previous files are intact
@@ -39,6 +40,12 @@ EXIT_WRITE_FAILED = 74  # sysexits EX_IOERR: a write failed (disk full, quota); 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="preset name (see `poseseg presets`) or YAML file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iters=100")
+
+
+def add_runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="what runs the weights: auto (PyTorch for a checkpoint, ONNX Runtime for an .onnx file), "
+                        "torch, onnxruntime, or openvino (an .onnx file on the CPU: pip install 'poseseg[openvino]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="COCO AP for boxes, masks and keypoints")
     p.add_argument("--weights", required=True, help="a poseseg checkpoint, named weights (poseseg weights list) or "
-                   "an exported .onnx file (ONNX Runtime)")
+                   "an exported .onnx file (ONNX Runtime, or OpenVINO with --runtime openvino)")
     p.add_argument("--data", required=True, help="COCO JSON with ground truth")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--out", help="folder for results_*.json and metrics.json (default runs/eval/NAME)")
@@ -77,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-flip", action="store_true", help="flip test-time augmentation (model.test_flip)")
     p.add_argument("--backend", default="auto", choices=["auto", "faster-coco-eval", "pycocotools"],
                    help="COCO evaluator (auto: faster-coco-eval when installed)")
+    add_runtime_arg(p)
     add_config_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -123,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="overlays and COCO results for images, folders, globs, videos, .txt lists")
     p.add_argument("--weights", required=True, help="a poseseg checkpoint (carries its config and schema), named "
-                   "weights, e.g. torchvision-coco (poseseg weights list), or an exported .onnx file (ONNX Runtime)")
+                   "weights, e.g. torchvision-coco (poseseg weights list), or an exported .onnx file (ONNX Runtime, "
+                   "or OpenVINO with --runtime openvino)")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", help="output folder (default runs/predict/expN)")
     p.add_argument("--config", help="config, only for a bare state dict")
@@ -147,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "csv (a row per keypoint); coco (default): predictions.json only")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of the weights, e.g. --set model.input.test_size=640 (repeatable)")
+    add_runtime_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to one ONNX file (deformable layers as DeformConv)")
@@ -192,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "may take to finish before they are cut (default 60)")
     p.add_argument("--config", help="config, only for a bare state dict (not for an .onnx file: its config is "
                    "fixed at export)")
+    add_runtime_arg(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("weights", help="named pretrained weights: `poseseg weights list`")

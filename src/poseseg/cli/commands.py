@@ -69,14 +69,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from poseseg.device import resolve_device
     from poseseg.engine import distributed as dist
     from poseseg.engine.evaluate import evaluate, format_metrics
-    from poseseg.predictor import is_onnx, load_runner
+    from poseseg.export.exported_model import ExportedModel
+    from poseseg.predictor import load_runner
 
     model, cfg = load_runner(args.weights, config=args.config, overrides=_test_flip(args) + list(args.overrides),
-                             device=args.device or "auto")
+                             device=args.device or "auto", runtime=args.runtime)
     if cfg is None:
         raise ValueError(f"{args.weights} carries no config, which eval needs (data.category, sigmas): export it "
                          "with `poseseg export`, which writes the config into the file")
-    onnx = is_onnx(args.weights)  # ONNX Runtime takes its inputs from the CPU
+    onnx = isinstance(model, ExportedModel)  # ONNX Runtime and OpenVINO take their inputs from the CPU
     device = resolve_device("cpu" if onnx else args.device or cfg.train.device)
     dist.init_from_env(device)
     if not onnx:
@@ -201,7 +202,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     report = run_predict(args.weights, args.sources, out=args.out, config=args.config, score_thresh=args.score_thresh,
                          device=args.device, batch_size=args.batch_size, show_offsets=args.show_offsets,
                          overrides=_test_flip(args) + list(args.overrides), video=video,
-                         save_format=args.save_format, keypoint_thresh=args.keypoint_thresh)
+                         save_format=args.save_format, keypoint_thresh=args.keypoint_thresh, runtime=args.runtime)
     read = report.images + report.frames
     if dist.is_main():  # under torchrun: once, the totals of every rank
         processes = f" ({dist.world_size()} processes)" if dist.world_size() > 1 else ""
@@ -283,7 +284,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(max_batch=args.max_batch, max_image_mb=args.max_image_mb, score_thresh=args.score_thresh,
                              api_key=args.api_key, weights=Path(args.weights).name)
-    spec = ServerSpec(weights=args.weights, config=args.config, device=args.device, settings=settings)
+    spec = ServerSpec(weights=args.weights, config=args.config, device=args.device, runtime=args.runtime,
+                      settings=settings)
     run_server(spec, host=args.host, port=args.port, workers=args.workers, drain_timeout=args.drain_timeout)
     return 0
 

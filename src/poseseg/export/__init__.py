@@ -1,1 +1,1 @@
-"""Deployment: the whole model as one ONNX file (deformable layers as DeformConv), run by ONNX Runtime."""
+"""Deployment: the whole model as one ONNX file (deformable layers as DeformConv), run by ONNX Runtime or OpenVINO."""

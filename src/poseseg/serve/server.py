@@ -25,6 +25,7 @@ class ServerSpec:
     weights: str
     config: str | None = None
     device: str = "auto"
+    runtime: str = "auto"  # auto, torch, onnxruntime, openvino (poseseg.predictor.resolve_runtime)
     overrides: list[str] = field(default_factory=list)
     settings: ServeSettings = field(default_factory=ServeSettings)
 
@@ -35,7 +36,7 @@ def build_app(spec: ServerSpec):
     from poseseg.serve.app import create_app
 
     predictor = Predictor(spec.weights, config=spec.config, device=spec.device, score_thresh=0.0,
-                          overrides=spec.overrides or None)
+                          overrides=spec.overrides or None, runtime=spec.runtime)
     return create_app(predictor, spec.settings)
 
 
