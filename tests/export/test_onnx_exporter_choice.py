@@ -1,4 +1,4 @@
-"""Which torch.onnx exporter poseseg uses (issue 25), and why: README.md, "Deploy: ONNX and ONNX Runtime".
+"""Which torch.onnx exporter poseseg uses (issue 25), and why: README.md, "Deploy: ONNX, ONNX Runtime and OpenVINO".
 
 The TorchScript-based exporter stays until torch.export can carry torchvision's detection steps on a
 data-dependent number of boxes. The last two tests pin exactly what it refuses today (PyTorch 2.14.1,

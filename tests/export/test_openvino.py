@@ -64,7 +64,7 @@ def test_deform_conv_maps_onto_openvino_as_torchvision_computes_it(tmp_path, mod
     import openvino as ov
     import torchvision
 
-    from poseseg.export.deform_symbolic import register_deform_conv_symbolic
+    from poseseg.export.onnx_trace import trace_to_onnx
     from poseseg.export.openvino_model import read_onnx
     from poseseg.ops import DeformConv2d
 
@@ -74,9 +74,8 @@ def test_deform_conv_maps_onto_openvino_as_torchvision_computes_it(tmp_path, mod
         layer.offset_conv.weight.normal_(0, 0.3)
         layer.offset_conv.bias.normal_(0, 1.0)
     x = torch.randn(2, 8, 11, 13)
-    register_deform_conv_symbolic(19)
     path = tmp_path / "dcn.onnx"
-    torch.onnx.export(layer, (x,), str(path), dynamo=False, opset_version=19, input_names=["x"])
+    trace_to_onnx(layer, (x,), path, opset=19, input_names=["x"])
     compiled = ov.Core().compile_model(read_onnx(onnx.load(str(path))), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = torch.from_numpy(compiled({"x": x.numpy()})[0])
     with torch.no_grad():
@@ -156,6 +155,7 @@ def test_no_detections_and_a_fixed_size(tmp_path):
 def test_damaged_foreign_and_older_files_are_refused_by_name(checkpoint_17, tmp_path):
     import onnx
 
+    from poseseg.export.onnx_trace import trace_to_onnx
     from poseseg.export.openvino_model import OpenVinoModel
 
     good = checkpoint_17[1]
@@ -168,8 +168,7 @@ def test_damaged_foreign_and_older_files_are_refused_by_name(checkpoint_17, tmp_
     with pytest.raises(ExportError, match=r"broken\.onnx is not a loadable ONNX model.*poseseg export"):
         OpenVinoModel(tmp_path / "broken.onnx")
     foreign = tmp_path / "conv.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), str(foreign), dynamo=False,
-                      opset_version=17)
+    trace_to_onnx(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), foreign, opset=17, input_names=["x"])
     with pytest.raises(ExportError, match="not a poseseg export"):
         OpenVinoModel(foreign)
     proto = onnx.load(str(good))

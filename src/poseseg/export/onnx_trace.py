@@ -3,8 +3,8 @@
 poseseg traces with the TorchScript-based exporter (``dynamo=False``), deprecated since PyTorch
 2.9. The torch.export-based one (``dynamo=True``) cannot carry the inference graph yet: torchvision's
 detection code meets data-dependent sizes (NMS, multi-level RoIAlign) that torch.export refuses,
-and the padded size is specialised to the example picture. README.md, "Deploy: ONNX and ONNX
-Runtime", says exactly where (PyTorch 2.14.1, torchvision 0.29.1, onnxscript 0.7.2).
+and the padded size is specialised to the example picture. README.md, "Deploy: ONNX, ONNX Runtime
+and OpenVINO", says exactly where (PyTorch 2.14.1, torchvision 0.29.1, onnxscript 0.7.2).
 """
 from __future__ import annotations
 
