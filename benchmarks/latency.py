@@ -37,7 +37,15 @@ DeformConv) and run by ``OrtModel`` with ``--threads`` intra-op threads and spin
 in the same rotated rounds. ``ort_over_torch`` in the JSON is ORT's median over PyTorch's, by preset.
 FLOPs of an ORT model are those of its PyTorch twin. ``--no-ort`` leaves them out.
 
+Runtimes (issue 25): ``ours`` and ``tiny`` also run as exported files (``benchmarks/runtimes.py``):
+``ort_*`` ONNX Runtime fp32, ``ort_int8_*`` ONNX Runtime on the int8 file (``poseseg export --quantize int8``,
+calibrated on variants of the two timed pictures), ``ov_*`` / ``ov_int8_*`` OpenVINO on the same two files.
+The paper_regular model and torchvision's two also run on a real photo (``--photo``, the COCO sample's
+skier, resized by each model to ``--size``), in the same rounds (``@photo`` rows). ``best_runtime`` /
+``best_ratio`` in the JSON: the fastest of ours' runtimes over torchvision's two, on the noise image.
+
 Targets (issue 8): ours / (keypoint + mask torchvision) <= 0.62; ours >= 55 % of the GEMM's GFLOP/s.
+Targets (issue 25): best runtime <= 0.35x torchvision; PyTorch fp32 >= 85 % of the GEMM's GFLOP/s.
 """
 from __future__ import annotations
 
@@ -51,15 +59,23 @@ import sys
 import tempfile
 import time
 
+from pathlib import Path
+
 import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import poseseg
 from machine import ForeignLoad, cpu_model, proc_status_mb  # benchmarks/machine.py
+from poseseg.predictor import to_tensor_image
+from runtimes import RUNTIMES, calibration_folder, exported_runners  # benchmarks/runtimes.py
 
 RATIO_TARGET = 0.62
 GEMM_FRACTION_TARGET = 0.55
+BEST_RATIO_TARGET = 0.35  # issue 25
+GEMM_FRACTION_TARGET_25 = 0.85
+PHOTO = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "coco_sample" / "000000000785.jpg"
+PHOTO_MODELS = ("tv_keypoint", "tv_mask", "ours") + tuple(f"{r}_ours" for r in RUNTIMES)
 GEMM_N = 2048
 
 
@@ -92,17 +108,7 @@ def build(name: str, detections: int, size: int) -> tuple[torch.nn.Module, int]:
     return poseseg.build_model(cfg).eval(), cfg.model.input.test_size
 
 
-ORT_TWINS = {"ort_tiny": "tiny", "ort_ours": "ours", "ort_paper_rb_h": "paper_rb_h"}  # ORT name -> PyTorch name
 PRESET_OF = {"ours": "paper_regular"}
-
-
-def build_ort(torch_model: torch.nn.Module, path: str, threads: int):
-    """The PyTorch model exported to ``path`` and loaded in an ONNX Runtime session."""
-    from poseseg.export.onnx_export import export_onnx
-    from poseseg.export.ort_model import OrtModel
-
-    export_onnx(torch_model, path)
-    return OrtModel(path, threads=threads, spin=False)
 
 
 def run_once(model: torch.nn.Module, image: torch.Tensor, detections: int, name: str) -> float:
@@ -164,7 +170,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--detections", type=int, default=20)
     p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
-    p.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime columns")
+    p.add_argument("--no-ort", action="store_true", help="skip the exported rows (ONNX Runtime, OpenVINO, int8)")
+    p.add_argument("--photo", default=str(PHOTO), help="a real photo, timed beside the noise image")
+    p.add_argument("--no-photo", action="store_true", help="time the noise image only")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--_memory-child", dest="memory_child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -182,17 +190,34 @@ def main() -> None:
     for n in names:
         models[n], own_size = build(n, args.detections, args.size)
         images[n] = make_image(own_size)
-    ort_dir = tempfile.TemporaryDirectory()
+    twin = {n: n for n in names}  # the PyTorch model each row runs (an exported row: the one it came from)
+    photo = None if args.no_photo else to_tensor_image(args.photo)  # (3, H, W)
+    work = tempfile.TemporaryDirectory()
     if not args.no_ort:
-        for n, twin in ORT_TWINS.items():
-            models[n] = build_ort(models[twin], os.path.join(ort_dir.name, f"{twin}.onnx"), args.threads)
-            images[n] = images[twin]
-            names.append(n)
+        pictures = calibration_folder(Path(work.name) / "calib", [images["ours"]] + ([photo] if photo is not None else []))
+        for base in ("ours", "tiny"):
+            for runtime, runner in exported_runners(models[base], base, Path(work.name), pictures, args.threads,
+                                                    notes).items():
+                name = f"{runtime}_{base}"
+                models[name], images[name], twin[name] = runner, images[base], base
+                names.append(name)
+        rb_h = exported_runners(models["paper_rb_h"], "paper_rb_h", Path(work.name), pictures, args.threads, notes,
+                                runtimes=("ort",))
+        models["ort_paper_rb_h"], images["ort_paper_rb_h"], twin["ort_paper_rb_h"] = (
+            rb_h["ort"], images["paper_rb_h"], "paper_rb_h")
+        names.append("ort_paper_rb_h")
 
     print(f"torch {torch.__version__}, {args.threads} threads, {cpu_model()}, image {tuple(images['ours'].shape[1:])}, "
           f"{args.detections} detections, {args.warmup} warm-up + {args.runs} timed rounds", flush=True)
-    flops = {n: count_flops(models[n], images[n]) for n in names if n not in ORT_TWINS}
-    flops.update({n: flops[twin] for n, twin in ORT_TWINS.items() if n in names})
+    flops = {n: count_flops(models[twin[n]], images[n]) for n in names if n == twin[n]}
+    flops.update({n: flops[t] for n, t in twin.items() if n != t})
+    if photo is not None:
+        for n in PHOTO_MODELS:
+            if n in models:
+                job = f"{n}@photo"
+                names.append(job)
+                models[job], images[job], twin[job] = models[n], photo, twin[n]
+                flops[job] = flops.get(f"{twin[n]}@photo") or count_flops(models[twin[n]], photo)
     a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
     times: dict[str, list[float]] = {n: [] for n in names}
     gemm: list[float] = []
@@ -216,7 +241,7 @@ def main() -> None:
     gemm_gflops = 2 * GEMM_N**3 / statistics.median(gemm) / 1e9
     memory = {}
     if not args.no_memory:
-        for n in (n for n in names if n not in ORT_TWINS):
+        for n in (n for n in names if n == twin[n]):
             memory[n] = measure_memory([n], args.size, args.detections, args.threads)
         memory["tv_pair"] = measure_memory(["tv_keypoint", "tv_mask"], args.size, args.detections, args.threads)
 
@@ -241,8 +266,9 @@ def main() -> None:
         "other_processes_cores_per_round": foreign, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "rb_h_over_regular": per_model["paper_rb_h"]["median_s"] / ours_s,
         "rb_h_over_multi_scale": per_model["paper_rb_h"]["median_s"] / per_model["paper_multi_scale"]["median_s"],
-        "ort_over_torch": {PRESET_OF.get(twin, twin): per_model[n]["median_s"] / per_model[twin]["median_s"]
-                           for n, twin in ORT_TWINS.items() if n in per_model},
+        "ort_over_torch": {PRESET_OF.get(b, b): per_model[f"ort_{b}"]["median_s"] / per_model[b]["median_s"]
+                           for b in ("tiny", "ours", "paper_rb_h") if f"ort_{b}" in per_model},
+        **_runtime_table(per_model, tv_s),
         "onnxruntime": _onnxruntime_version(),
         "tv_pair_memory": memory.get("tv_pair"), "models": per_model, "notes": notes,
         "size": args.size, "detections": args.detections, "threads": args.threads, "runs": args.runs,
@@ -254,6 +280,26 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+
+
+def _runtime_table(per_model: dict, tv_s: float) -> dict:
+    """``runtimes``: ours under each runtime (noise image and photo, ratios to torchvision's two on the same
+    input); ``best_runtime`` / ``best_ratio``: the fastest on the noise image."""
+    tv_photo = (per_model["tv_keypoint@photo"]["median_s"] + per_model["tv_mask@photo"]["median_s"]
+                if "tv_mask@photo" in per_model else None)
+    table = {}
+    for runtime, name in [("torch", "ours")] + [(r, f"{r}_ours") for r in RUNTIMES]:
+        if name not in per_model:
+            continue
+        row = {"median_s": per_model[name]["median_s"], "ratio": per_model[name]["median_s"] / tv_s,
+               "gflops_per_s": per_model[name]["gflops_per_s"]}
+        if tv_photo and f"{name}@photo" in per_model:
+            row.update(photo_s=per_model[f"{name}@photo"]["median_s"],
+                       ratio_photo=per_model[f"{name}@photo"]["median_s"] / tv_photo)
+        table[runtime] = row
+    best = min(table, key=lambda r: table[r]["median_s"])
+    return {"runtimes": table, "best_runtime": best, "best_ratio": table[best]["ratio"],
+            "best_ratio_met": table[best]["ratio"] <= BEST_RATIO_TARGET, "torchvision_photo_s": tv_photo}
 
 
 def _onnxruntime_version() -> str | None:
@@ -290,6 +336,13 @@ def format_table(r: dict) -> str:
     if r["ort_over_torch"]:
         lines.append(f"ONNX Runtime {r['onnxruntime']} / PyTorch (same model, image and rounds): " + ", ".join(
             f"{k} {v:.2f}" for k, v in r["ort_over_torch"].items()))
+    lines.append(f"issue 25: ours >= {100 * GEMM_FRACTION_TARGET_25:.0f} % of GEMM: "
+                 f"{ok[r['fraction_of_gemm'] >= GEMM_FRACTION_TARGET_25]}; best runtime {r['best_runtime']} at "
+                 f"{r['best_ratio']:.3f} x torchvision (target <= {BEST_RATIO_TARGET}): {ok[r['best_ratio_met']]}")
+    for runtime, row in r["runtimes"].items():
+        photo = (f"; photo {row['photo_s']:.2f} s = {row['ratio_photo']:.3f} x torchvision"
+                 if "photo_s" in row else "")
+        lines.append(f"  {runtime:9s} {row['median_s']:.2f} s = {row['ratio']:.3f} x torchvision{photo}")
     busy = r["other_processes_cores_per_round"]
     lines.append(f"other processes took {statistics.median(busy):.2f} cores (median; max {max(busy):.2f}) of "
                  f"{r['cpus']} during the timed rounds; load average {r['loadavg_start'][0]:.2f} at start, "
