@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=19, help="ONNX opset (16-20; deformable layers need 19+)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="fix the input image size (default: any size)")
+    p.add_argument("--quantize", choices=["int8"], help="write an int8 file (ONNX Runtime static quantization, "
+                   "QDQ); needs --calibrate")
+    p.add_argument("--calibrate", metavar="FOLDER", help="--quantize: pictures like the ones the model will see "
+                   "(e.g. the training images; no labels) from which the int8 ranges are measured")
+    p.add_argument("--calibrate-count", type=int, metavar="N", help="--quantize: calibration pictures, spread over "
+                   "the folder (default 32); up to 8 others compare int8 with fp32 in the report")
     add_config_args(p)
     p.set_defaults(func=cmd_export)
 

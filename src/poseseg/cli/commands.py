@@ -256,9 +256,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from poseseg.export.onnx_export import export_checkpoint
+    from poseseg.export.quantize import check_quantize_args, export_checkpoint_int8
 
-    report = export_checkpoint(args.weights, args.out, config=args.config, overrides=list(args.overrides),
-                               opset=args.opset, size=args.size)
+    check_quantize_args(args.quantize, args.calibrate, args.calibrate_count)
+    common = dict(config=args.config, overrides=list(args.overrides), opset=args.opset, size=args.size)
+    if args.quantize:
+        report = export_checkpoint_int8(args.weights, args.out, calibrate=args.calibrate,
+                                        calibrate_count=args.calibrate_count, **common)
+    else:
+        report = export_checkpoint(args.weights, args.out, **common)
     print(report.summary())
     return 0
 

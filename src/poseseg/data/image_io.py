@@ -54,6 +54,11 @@ def _rebuild_error(path: str, reason: str, missing: bool) -> "ImageReadError":
     return ImageReadError(path, reason, missing=missing)
 
 
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """The picture files directly in ``folder`` (suffixes :data:`IMAGE_EXTS`), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
 def rgb_to_tensor(array: np.ndarray) -> torch.Tensor:
     """An HxWx3 uint8 RGB array -> the model's (3, H, W) float tensor in [0, 1]."""
     pixels = torch.from_numpy(array if array.flags.writeable else array.copy())  # (H, W, 3) uint8

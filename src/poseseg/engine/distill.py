@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from poseseg.config import Config, apply_overrides, config_from_dict
-from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, load_image_rgb, rgb_to_tensor
+from poseseg.data.image_io import IMAGE_EXTS, ImageReadError, list_image_files, load_image_rgb, rgb_to_tensor
 from poseseg.engine import checkpoint as ckpt
 from poseseg.engine.run_log import RunLogger, new_run_dir
 from poseseg.modeling.mask_paste import masks_to_image
@@ -65,7 +65,7 @@ def list_pictures(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--images {folder}: no such folder of pictures")
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    found = list_image_files(folder)
     if not found:
         raise FileNotFoundError(f"--images {folder}: no pictures in it ({', '.join(sorted(IMAGE_EXTS))}); "
                                 "distillation needs pictures like the ones the model will see, no labels")

@@ -109,17 +109,17 @@ def export_onnx(model: PoseSegModel, out: str | Path, *, opset: int = DEFORM_CON
         tmp_file.write_bytes(seal(proto.SerializeToString()))  # what onnx.save writes, with its checksum
         os.replace(tmp_file, out)
     return ExportReport(path=out, opset=opset, size_bytes=out.stat().st_size,
-                        op_counts=dict(Counter(n.op_type for n in _all_nodes(proto.graph))), inputs=["image"],
+                        op_counts=dict(Counter(n.op_type for n in all_nodes(proto.graph))), inputs=["image"],
                         outputs=names, input_size=size)
 
 
-def _all_nodes(graph):
+def all_nodes(graph):
     """The graph's nodes and those of its subgraphs (NMS sits inside If branches)."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _all_nodes(sub)
+                yield from all_nodes(sub)
 
 
 def _example_size(model: PoseSegModel) -> tuple[int, int]:
