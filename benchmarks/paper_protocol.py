@@ -161,13 +161,27 @@ def format_table(result: dict) -> str:
             minutes = "-".join(sorted({f"{r['seconds'] / 60:.1f}" for r in mine}))
             lines.append(f"| {VARIANTS[name][0]} | {set_name} | {' | '.join(cells)} | {seeds} | {minutes} |")
     lines.append("(AP in percent; ± = half the range over the seeds)")
-    return "\n".join(lines)
+    return "\n".join(lines + deltas(runs))
+
+
+def deltas(runs: list[dict]) -> list[str]:
+    """Each variant's mean AP minus the Regular model's (trained on for as long), per set."""
+    def mean_ap(name: str, set_name: str, task: str) -> float:
+        return statistics.mean(100 * ap(r["metrics"][set_name], task) for r in runs if r["variant"] == name)
+
+    names = [n for n in dict.fromkeys(r["variant"] for r in runs) if n != "regular"]
+    if not any(r["variant"] == "regular" for r in runs):
+        return []
+    return [f"  {VARIANTS[n][0]} - Regular: " + "; ".join(
+        f"{s} " + " / ".join(f"{mean_ap(n, s, t) - mean_ap('regular', s, t):+.1f}" for t in TASKS)
+        for s in ("val", "shifted")) + " (bbox / segm / kps)" for n in names]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="the trained Regular checkpoint every variant starts from")
-    p.add_argument("--data-dir", required=True, help="the synthetic set the base was trained on (train + val)")
+    p.add_argument("--table-from", default="", metavar="JSON", help="train nothing: print the table of a results file")
+    p.add_argument("--base", help="the trained Regular checkpoint every variant starts from")
+    p.add_argument("--data-dir", help="the synthetic set the base was trained on (train + val)")
     p.add_argument("--iters", type=int, default=300, help="extra iterations, equal for every variant")
     p.add_argument("--lr", type=float, default=1e-4, help="peak lr of the shared schedule (the demo peaks at 1e-3)")
     p.add_argument("--warmup", type=int, default=20)
@@ -183,6 +197,11 @@ def main() -> None:
     p.add_argument("--json", default="", help="results; kept runs are not trained again")
     p.add_argument("--verbose", action="store_true", help="print the training logs")
     args = p.parse_args()
+    if args.table_from:
+        print(format_table(json.loads(Path(args.table_from).read_text())))
+        return
+    if not args.base or not args.data_dir:
+        p.error("--base and --data-dir are required (unless --table-from)")
     torch.set_num_threads(args.threads)
     base_cfg = base_config(args.base)
     data = Path(args.data_dir)

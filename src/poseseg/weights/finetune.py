@@ -80,11 +80,13 @@ def describe_new_tensors(model: nn.Module, new: list[str]) -> list[str]:
     other = [k for k in new if k not in branches]
     lines = []
     if from_plain:
-        zero = not any(t.detach().any() for n in from_plain for t in model.get_submodule(f"{n}.offset_conv").parameters())
+        zero = not any(t.detach().any() for n in from_plain
+                       for t in model.get_submodule(f"{n}.offset_conv").parameters())
         lines.append(f"  {len(from_plain)} deformable convs take their main weight (and bias) from the checkpoint's "
                      "plain convs; their offset branches are new"
-                     + (" and start at zero (zero offsets, modulation 1: each computes its plain conv at step 0)"
+                     + (" and start at zero, so each computes its plain conv at step 0"
                         if zero else "") + f": {', '.join(from_plain)}")
     if other:
-        lines.append(f"  {len(other)} other tensors left at initialisation: {', '.join(other[:12])}{' ...' if len(other) > 12 else ''}")
+        lines.append(f"  {len(other)} other tensors left at initialisation: {', '.join(other[:12])}"
+                     + (" ..." if len(other) > 12 else ""))
     return lines
