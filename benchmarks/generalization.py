@@ -27,6 +27,16 @@ def _ap_table(metrics: dict) -> dict:
             for task, stats in metrics.items()}
 
 
+def shifted_set(work: Path, seed: int, people_scale: float, pose_spread: float, num_val: int) -> Path:
+    """The val-only synthetic set of other people sizes and poses beside a set drawn with ``seed``: drawn with
+    ``seed + 1``, made once in ``work`` (benchmarks/paper_protocol.py measures on it too)."""
+    root = Path(work) / f"synth-seed{seed + 1}-scale{people_scale:g}-spread{pose_spread:g}"
+    if not (root / "val.json").exists():
+        generate_dataset(root, num_train=0, num_val=num_val, seed=seed + 1, workers=2,
+                         people_scale=people_scale, pose_spread=pose_spread)
+    return root
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=1500)
@@ -42,12 +52,9 @@ def main() -> None:
 
     work = Path(args.work)
     same = work / f"synth-seed{args.seed}"
-    shifted = work / f"synth-seed{args.seed + 1}-scale{args.people_scale:g}-spread{args.pose_spread:g}"
     if not (same / "val.json").exists():
         generate_dataset(same, num_train=args.train_images, num_val=args.val_images, seed=args.seed, workers=2)
-    if not (shifted / "val.json").exists():
-        generate_dataset(shifted, num_train=0, num_val=args.val_images, seed=args.seed + 1, workers=2,
-                         people_scale=args.people_scale, pose_spread=args.pose_spread)
+    shifted = shifted_set(work, args.seed, args.people_scale, args.pose_spread, args.val_images)
     n = args.iters
     cfg = load_config("tiny", [
         f"data.train_json={same / 'train.json'}", f"data.train_images={same / 'train'}",
