@@ -327,3 +327,18 @@ def test_a_checkpoint_is_not_evaluated_on_another_keypoint_schema(checkpoint_14,
     assert main(["eval", "--weights", str(ckpt), *data, "model.keypoint.num_keypoints=17"]) == 2
     err = capsys.readouterr().err
     assert "overrides model.keypoint.num_keypoints=17" in err and "size mismatch" in err and "--init-weights" in err
+
+
+@pytest.mark.parametrize("extra", [[], ["--quantize", "int8", "--calibrate", "PICS"]])
+def test_export_never_replaces_an_existing_file_without_overwrite(coco_sample, tmp_path, capsys, extra):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the user's earlier export")
+    argv = [str(coco_sample) if a == "PICS" else a for a in extra]
+    never_loaded = tmp_path / "no_such_checkpoint.pt"  # refused before the checkpoint is looked for
+    assert main(["export", "--weights", str(never_loaded), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--overwrite" in err
+    assert out.read_bytes() == b"the user's earlier export"
+    # with --overwrite the same call gets past that check (and fails on the missing checkpoint instead)
+    assert main(["export", "--weights", str(never_loaded), "--out", str(out), "--overwrite", *argv]) == 2
+    assert "no_such_checkpoint" in capsys.readouterr().err

@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="a poseseg checkpoint")
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (otherwise refused)")
     p.add_argument("--opset", type=int, default=19, help="ONNX opset (16-20; deformable layers need 19+)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="fix the input image size (default: any size)")

@@ -259,7 +259,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from poseseg.export.quantize import check_quantize_args, export_checkpoint_int8
 
     check_quantize_args(args.quantize, args.calibrate, args.calibrate_count)
-    common = dict(config=args.config, overrides=list(args.overrides), opset=args.opset, size=args.size)
+    common = dict(config=args.config, overrides=list(args.overrides), opset=args.opset, size=args.size,
+                  overwrite=args.overwrite)
     if args.quantize:
         report = export_checkpoint_int8(args.weights, args.out, calibrate=args.calibrate,
                                         calibrate_count=args.calibrate_count, **common)

@@ -140,12 +140,20 @@ def _set_metadata(proto, *, names: list[str], config: dict | None, keypoint_sche
         prop.key, prop.value = key, value
 
 
+def check_out_free(out: str | Path, overwrite: bool) -> None:
+    """An existing ``--out`` is replaced only when asked (``--overwrite``); checked before the model loads."""
+    if Path(out).exists() and not overwrite:
+        raise FileExistsError(f"--out {out} exists; export replaces it only with --overwrite (or choose another path)")
+
+
 def export_checkpoint(weights: str | Path, out: str | Path, *, config: str | Path | None = None,
                       overrides: list[str] | None = None, opset: int = DEFORM_CONV_OPSET,
-                      size: tuple[int, int] | None = None) -> ExportReport:
-    """``poseseg export``: a checkpoint (its saved config, or ``config`` + ``overrides``) -> ``out``."""
+                      size: tuple[int, int] | None = None, overwrite: bool = False) -> ExportReport:
+    """``poseseg export``: a checkpoint (its saved config, or ``config`` + ``overrides``) -> ``out``
+    (an existing ``out`` only with ``overwrite``; the file is replaced atomically)."""
     from poseseg.weights.load import load_model
 
+    check_out_free(out, overwrite)
     if importlib.util.find_spec("onnx") is None:
         raise ExportError("ONNX export needs the onnx package: pip install 'poseseg[export]'")
     if size is not None and (len(size) != 2 or min(size) < 32):

@@ -34,7 +34,7 @@ from poseseg.export.calibration_data import (
 )
 from poseseg.export.checksum import checksum_matches, seal
 from poseseg.export.deform_symbolic import DEFORM_CONV_OPSET, ExportError
-from poseseg.export.onnx_export import ExportReport, all_nodes, export_checkpoint
+from poseseg.export.onnx_export import ExportReport, all_nodes, check_out_free, export_checkpoint
 from poseseg.export.ort_model import OrtModel
 from poseseg.export.quantize_graph import (
     DEFAULT_FP32_LAYERS,
@@ -223,11 +223,12 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, *, pictures: str | Pat
 def export_checkpoint_int8(weights: str | Path, out: str | Path, *, calibrate: str | Path,
                            calibrate_count: int | None = None, config: str | Path | None = None,
                            overrides: list[str] | None = None, opset: int = DEFORM_CONV_OPSET,
-                           size: tuple[int, int] | None = None,
-                           settings: QuantizeSettings | None = None) -> Int8ExportReport:
+                           size: tuple[int, int] | None = None, settings: QuantizeSettings | None = None,
+                           overwrite: bool = False) -> Int8ExportReport:
     """``poseseg export --quantize int8``: the checkpoint exported to fp32 (a temporary file, as
     :func:`export_checkpoint`) and quantized into ``out``, calibrated on pictures of the folder ``calibrate``."""
     check_quantize_args("int8", calibrate, calibrate_count)  # before the model loads: a wrong folder fails at once
+    check_out_free(out, overwrite)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
