@@ -116,6 +116,7 @@ def test_onnx_runtime_runs_every_quantized_conv_as_an_int8_kernel(files, tmp_pat
     int8_convs = [n.name for n in optimized if n.op_type == "QLinearConv"]
     fp32_convs = [n.name for n in optimized if n.op_type == "Conv"]
     assert len(int8_convs) > 20
+    assert len(int8_convs) + [n.op_type for n in optimized].count("QGemm") == report.quantized_nodes
     assert fp32_convs and all(name in report.kept_fp32 for name in fp32_convs), \
         [n for n in fp32_convs if n not in report.kept_fp32]
 

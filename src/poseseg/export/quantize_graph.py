@@ -113,10 +113,10 @@ def check_deform_inputs_fp32(graph) -> None:
 
 
 def count_quantized(graph) -> int:
-    """Weighted nodes that read a dequantized tensor (QDQ), plus QLinear ops (QOperator)."""
+    """Weighted nodes whose weights are int8 (dequantized: QDQ), plus QLinear ops (QOperator)."""
     producer = {out: n.op_type for n in graph.node for out in n.output}
-    qdq = sum(1 for n in graph.node if n.op_type in WEIGHTED_OPS and n.input and
-              producer.get(n.input[0]) == "DequantizeLinear")
+    qdq = sum(1 for n in graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and
+              producer.get(n.input[1]) == "DequantizeLinear")
     return qdq + sum(1 for n in graph.node if n.op_type.startswith("QLinear") or n.op_type == "ConvInteger")
 
 
