@@ -67,6 +67,8 @@ def variants(kind: str) -> dict:
         "plus_add_resize_deconv": replace(chosen, op_types=chosen.op_types + ("Add", "Resize", "ConvTranspose")),
         "preprocess": replace(chosen, preprocess=True),
         "head_outputs_int8": keypoint_only,
+        "keypoint_head_int8": replace(chosen, op_types=chosen.op_types + ("ConvTranspose",), fp32_layers=tuple(
+            (p, w) for p, w in DEFAULT_FP32_LAYERS if w != KEYPOINT_HEAD_REASON)),
     }
     if kind == "speed":
         return {**{k: (v, "all") for k, v in common.items()},
@@ -75,9 +77,7 @@ def variants(kind: str) -> dict:
             "percentile": (replace(chosen, method="percentile"), "all"),
             "entropy": (replace(chosen, method="entropy"), "all"),
             "keypoint_tower_fp32": (replace(chosen, fp32_layers=DEFAULT_FP32_LAYERS + (
-                ("/keypoint_head/tower/", why),)), "all"),
-            "keypoint_head_int8": (replace(chosen, op_types=chosen.op_types + ("ConvTranspose",), fp32_layers=tuple(
-                (p, w) for p, w in DEFAULT_FP32_LAYERS if w != KEYPOINT_HEAD_REASON)), "all")}
+                ("/keypoint_head/tower/", why),)), "all")}
 
 
 def load(path: Path, threads: int, level: str = "all"):
@@ -125,6 +125,8 @@ def speed(args) -> dict:
         sizes = {"fp32": fp32_path.stat().st_size}
         files, failed = {}, {}  # QuantizeSettings -> its int8 file (variants differing only in the session share one)
         for variant, (settings, level) in variants("speed").items():
+            if args.only and variant not in args.only:
+                continue
             if settings not in files:
                 files[settings] = work / f"{name}_{variant}.onnx"
                 start = time.perf_counter()
@@ -245,7 +247,7 @@ def main() -> None:
     p.add_argument("--weights", help="accuracy: a trained checkpoint")
     p.add_argument("--data", help="accuracy: folder with train/, val/ and val.json")
     p.add_argument("--ap", action="store_true", help="accuracy: also COCO AP by `poseseg eval`")
-    p.add_argument("--only", nargs="*", help="accuracy: only these variants")
+    p.add_argument("--only", nargs="*", help="only these variants")
     p.add_argument("--sensitivity", action="store_true", help="accuracy: keep each group of layers fp32 in turn")
     p.add_argument("--json", default="")
     args = p.parse_args()

@@ -104,9 +104,9 @@ def test_the_int8_file_is_qdq_with_deformconv_and_heatmap_layers_in_fp32(files):
 
 
 def test_onnx_runtime_runs_every_quantized_conv_as_an_int8_kernel(files, tmp_path):
-    """ORT fuses Dequantize -> Conv -> Quantize into QLinearConv only when the bias is an int32 initializer of
-    its own; a bias shared (RPN levels) or de-duplicated by the exporter (equal zero biases, as here) would
-    leave that Conv in fp32 between Dequantize and Quantize, slower than the fp32 file (onnxruntime#26143)."""
+    """ORT fuses Dequantize -> Conv -> Quantize into QLinearConv only when the bias is an int32 initializer; a
+    bias the exporter de-duplicated behind an Identity (equal zero biases, as here) would leave that Conv in
+    fp32 between Dequantize and Quantize, slower than the fp32 file (onnxruntime#26143)."""
     _, int8_path, report = files
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -116,6 +116,7 @@ def test_onnx_runtime_runs_every_quantized_conv_as_an_int8_kernel(files, tmp_pat
     int8_convs = [n.name for n in optimized if n.op_type == "QLinearConv"]
     fp32_convs = [n.name for n in optimized if n.op_type == "Conv"]
     assert len(int8_convs) > 20
+    assert len(int8_convs) + [n.op_type for n in optimized].count("QGemm") == report.quantized_nodes
     assert fp32_convs and all(name in report.kept_fp32 for name in fp32_convs), \
         [n for n in fp32_convs if n not in report.kept_fp32]
 

@@ -80,7 +80,7 @@ class QuantizeReport:
     calibration_pictures: int  # read and used
     skipped: list[str] = field(default_factory=list)  # unreadable pictures, "file: reason"
     kept_fp32: dict[str, str] = field(default_factory=dict)  # node name -> why it stays fp32
-    quantized_nodes: int = 0  # weighted layers (Conv, Gemm...) reading int8 inputs
+    quantized_nodes: int = 0  # weighted layers (Conv, Gemm...) with int8 weights
     op_counts: dict[str, int] = field(default_factory=dict)  # the int8 file's nodes by op type
     agreement: Agreement | None = None  # int8 vs fp32 on held-back pictures
 
