@@ -21,6 +21,7 @@ KEYPOINT_HEAD_REASON = ("the keypoint head's last layers (heatmap and offset dec
                         "heatmap logits flatten the peaks and collapse keypoint confidences")
 OUTPUT_REASON = ("a head's output layer (RPN objectness and box deltas, box class scores and deltas, mask logits): "
                  "int8 steps in its outputs move proposals and boxes (measured: box IoU with fp32 0.95 -> 0.98)")
+DEFORM_POOL_REASON = "deformable RoI pooling's offset layer: int8 offsets move the sampling points"
 DEFORM_REASON = ("DeformConv, the layers computing its input, offsets and mask, and the other readers of them: int8 "
                  "offsets move the sampling points")
 # node-name prefixes -> why the layer stays fp32 (benchmarks/RESULTS.md, "ONNX Runtime int8")
@@ -33,6 +34,9 @@ DEFAULT_FP32_LAYERS: tuple[tuple[str, str], ...] = (
     ("/box_head/cls_score/", OUTPUT_REASON),
     ("/box_head/bbox_pred/", OUTPUT_REASON),
     ("/mask_head/predictor/", OUTPUT_REASON),
+    ("/box_pooler/offset_fc/", DEFORM_POOL_REASON),
+    ("/mask_pooler/offset_fc/", DEFORM_POOL_REASON),
+    ("/keypoint_pooler/offset_fc/", DEFORM_POOL_REASON),
 )
 
 
