@@ -199,6 +199,14 @@ def test_predictor_and_predict_run_the_int8_file_as_the_fp32_one(files, synth_da
     assert records and len(records[0]["keypoints"]) == 3 * 17
 
 
+def test_eval_scores_the_int8_file(files, synth_data, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--weights", str(files[1]), "--data", str(synth_data / "val.json"),
+                 "--images", str(synth_data / "val"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"bbox", "segm", "keypoints"} <= set(metrics)
+
+
 def test_the_serve_app_serves_the_int8_file(files, synth_data):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
