@@ -86,3 +86,20 @@ def assert_parity(model, runner, images: list[torch.Tensor]) -> None:
         if "keypoint_visibility" in ref:
             assert torch.equal(got["keypoint_visibility"], ref["keypoint_visibility"])
     assert total > 0, "no detections: the heads' parity went untested"
+
+
+def exported_dcn_layer(tmp_path: Path, *, modulated: bool, stride: int, offset_groups: int, bias: bool):
+    """One DeformConv2d with offsets that sample a few pixels off the grid (some outside the input), an
+    input and its ONNX file: ``(layer, x, path)``."""
+    from poseseg.export.onnx_trace import trace_to_onnx
+    from poseseg.ops import DeformConv2d
+
+    layer = DeformConv2d(8, 6, 3, stride=stride, padding=1, offset_groups=offset_groups, modulated=modulated,
+                         bias=bias).eval()
+    with torch.no_grad():
+        layer.offset_conv.weight.normal_(0, 0.3)
+        layer.offset_conv.bias.normal_(0, 1.0)
+    x = torch.randn(2, 8, 11, 13)
+    path = tmp_path / "dcn.onnx"
+    trace_to_onnx(layer, (x,), path, opset=19, input_names=["x"])
+    return layer, x, path

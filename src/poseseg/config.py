@@ -112,6 +112,7 @@ class MaskHeadConfig:
     max_rois_per_image: int = 128  # cap on positive RoIs trained per image
     norm: str = "none"  # none | gn: GroupNorm in the conv tower
     loss_weight: float = 1.0
+    boundary_weight: float = 0.0  # > 0: BCE weighted 1 + this on the cells at each target's edge (a boundary term)
     # shared: the mask head pools from the model's trunk (backbone + FPN); own: from a second trunk of the
     # same architecture that feeds the mask head only (a keypoint detector's trunk + a mask detector's)
     trunk: str = "shared"

@@ -93,6 +93,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "train.warmup_iters": (lambda v: v >= 0, ">= 0"),
     "train.warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "train.clip_grad_norm": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "model.mask.boundary_weight": (lambda v: v >= 0, ">= 0 (0: plain BCE)"),
     "train.checkpoint_every": (lambda v: v >= 1, "at least 1"),
     "train.keep_checkpoints": (lambda v: v >= 0, ">= 0 (0: keep all)"),
     "train.eval_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),

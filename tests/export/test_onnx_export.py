@@ -11,7 +11,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
-from export_helpers import SMALL, assert_parity, build, rotten_copy, without_checksum
+from export_helpers import SMALL, assert_parity, build, exported_dcn_layer, rotten_copy, without_checksum
 from video_helpers import write_mjpeg_clip
 
 from poseseg.cli import main
@@ -35,14 +35,8 @@ from poseseg.predictor import Predictor  # noqa: E402
 def test_deform_conv_layer_in_ort_equals_ours_and_torchvision(tmp_path, modulated, stride, offset_groups, bias):
     import torchvision
 
-    layer = DeformConv2d(8, 6, 3, stride=stride, padding=1, offset_groups=offset_groups, modulated=modulated,
-                         bias=bias).eval()
-    with torch.no_grad():
-        layer.offset_conv.weight.normal_(0, 0.3)
-        layer.offset_conv.bias.normal_(0, 1.0)
-    x = torch.randn(2, 8, 11, 13)
-    path = tmp_path / "dcn.onnx"
-    trace_to_onnx(layer, (x,), path, opset=19, input_names=["x"])
+    layer, x, path = exported_dcn_layer(tmp_path, modulated=modulated, stride=stride, offset_groups=offset_groups,
+                                        bias=bias)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert "DeformConv" in {n.op_type for n in proto.graph.node}

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from export_helpers import SMALL, assert_parity, build, rotten_copy, without_checksum
+from export_helpers import SMALL, assert_parity, build, exported_dcn_layer, rotten_copy, without_checksum
 
 from poseseg.cli import main
 from poseseg.export.deform_symbolic import ExportError
@@ -64,18 +64,10 @@ def test_deform_conv_maps_onto_openvino_as_torchvision_computes_it(tmp_path, mod
     import openvino as ov
     import torchvision
 
-    from poseseg.export.onnx_trace import trace_to_onnx
     from poseseg.export.openvino_model import read_onnx
-    from poseseg.ops import DeformConv2d
 
-    layer = DeformConv2d(8, 6, 3, stride=stride, padding=1, offset_groups=offset_groups, modulated=modulated,
-                         bias=bias).eval()
-    with torch.no_grad():
-        layer.offset_conv.weight.normal_(0, 0.3)
-        layer.offset_conv.bias.normal_(0, 1.0)
-    x = torch.randn(2, 8, 11, 13)
-    path = tmp_path / "dcn.onnx"
-    trace_to_onnx(layer, (x,), path, opset=19, input_names=["x"])
+    layer, x, path = exported_dcn_layer(tmp_path, modulated=modulated, stride=stride, offset_groups=offset_groups,
+                                        bias=bias)
     compiled = ov.Core().compile_model(read_onnx(onnx.load(str(path))), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = torch.from_numpy(compiled({"x": x.numpy()})[0])
     with torch.no_grad():

@@ -341,7 +341,8 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
         if m.mask.trunk == "own":
             parts["mask_trunk"] = trunk()
         parts["mask_head"] = MaskHead(in_channels=m.fpn.channels, num_convs=m.mask.num_convs,
-                                      conv_dim=m.mask.conv_dim, num_classes=m.num_classes, norm=m.mask.norm)
+                                      conv_dim=m.mask.conv_dim, num_classes=m.num_classes, norm=m.mask.norm,
+                                      boundary_weight=m.mask.boundary_weight)
     if "keypoint" in m.heads:
         k = m.keypoint
         parts["keypoint_pooler"] = pooler("keypoint", k.pooled_size)
