@@ -46,6 +46,9 @@ LEVERS: dict[str, tuple[str, str, list[str]]] = {
     "deep": ("4 convs", "frozen", ["model.mask.num_convs=4"]),
     "wide_deep": ("4 convs, 128 wide", "frozen", ["model.mask.conv_dim=128", "model.mask.num_convs=4"]),
     "res56": ("56x56 (RoIAlign 28x28)", "frozen", ["model.mask.pooled_size=28"]),
+    "fine_level": ("P2 (a level finer than the FPN's p3) for the mask head only", "frozen",
+                   ["model.mask.fine_level=true"]),
+    "deep_fine": ("4 convs + P2", "frozen", ["model.mask.num_convs=4", "model.mask.fine_level=true"]),
     "more_rois": ("more RoIs: 5 jittered copies, 24 per picture", "frozen",
                   ["model.roi.gt_jitter_copies=5", "model.mask.max_rois_per_image=24"]),
     "boundary2": ("boundary term, edge cells x3", "frozen", ["model.mask.boundary_weight=2"]),
@@ -83,7 +86,7 @@ def lever_config(args: argparse.Namespace, name: str):
         f"data.val_json={data / 'val.json'}", f"data.val_images={data / 'val'}",
         f"train.output_dir={out.parent}", f"train.name={out.name}", *schedule, "train.checkpoint_every=1000000",
         f"train.seed={args.seed}", "train.schedule=iters", "train.time_limit_minutes=0", "train.finish_fraction=0",
-        f"train.init_weights={trunk_checkpoint(Path(args.weights), work)}", "train.freeze=trunk",
+        f"train.init_weights={trunk_checkpoint(Path(args.weights), work)}", "train.freeze=mask_only",
         "model.heads=[box,mask]", "model.test_flip=true", "model.test_flip_masks=false", *switches])
 
 

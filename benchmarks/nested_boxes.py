@@ -1,10 +1,12 @@
-"""Issue 23, "one box per person": nested duplicate boxes per val picture, and AP, by `model.box.nested_thresh`.
+"""Issue 23, "one box per person": nested duplicate boxes per val picture, and AP, by `model.box.nested_thresh`
+and by the box NMS threshold (`model.box.nms_thresh`, 0.5 by default).
 
 A nested duplicate is a detection (score >= 0.5) that lies at least 70 % inside a higher-scoring detection
 and matches no other ground-truth person than that one does (best IoU >= 0.5 with another person would make
 it a real neighbour): a person plus a part of the same person, which NMS keeps because their IoU is < 0.5.
 
-    python benchmarks/nested_boxes.py --weights demo/seed0/model_final.pt --data demo/data0 --thresh 0 0.9 0.8 0.7
+    python benchmarks/nested_boxes.py --weights demo/seed0/model_final.pt --data demo/data0 --thresh 0 0.9 0.8 0.7 \
+        --nms 0.4 0.3
 """
 from __future__ import annotations
 
@@ -42,13 +44,17 @@ def main() -> None:
     ap.add_argument("--weights", required=True)
     ap.add_argument("--data", required=True, help="a synthetic set folder (val.json, val/)")
     ap.add_argument("--thresh", type=float, nargs="+", default=[0.0, 0.9, 0.8, 0.7])
+    ap.add_argument("--nms", type=float, nargs="*", default=[],
+                    help="also these box NMS thresholds (with nested_thresh 0)")
     ap.add_argument("--json")
     args = ap.parse_args()
     data = Path(args.data)
     dataset = CocoPeopleDataset(data / "val.json", data / "val", on_bad_image="raise")
     results = {}
-    for thresh in args.thresh:
-        model, _ = load_model(args.weights, overrides=[f"model.box.nested_thresh={thresh}"])
+    settings = [(str(t), [f"model.box.nested_thresh={t}"]) for t in args.thresh]
+    settings += [(f"nms {t:g}", [f"model.box.nms_thresh={t}"]) for t in args.nms]
+    for thresh, overrides in settings:
+        model, _ = load_model(args.weights, overrides=overrides)
         nested = people = 0
         for i in range(len(dataset)):
             image, target = dataset[i]
@@ -57,9 +63,9 @@ def main() -> None:
             nested += count_nested(pred["boxes"].numpy(), target["boxes"][keep].numpy())
             people += len(pred["boxes"])
         metrics = evaluate(model, dataset, device=torch.device("cpu"))
-        results[str(thresh)] = {"nested_per_image": round(nested / len(dataset), 3), "nested": nested,
+        results[thresh] = {"nested_per_image": round(nested / len(dataset), 3), "nested": nested,
                                 "detections": people, **{t: round(m["AP"], 4) for t, m in metrics.items()}}
-        print(thresh, json.dumps(results[str(thresh)]), flush=True)
+        print(thresh, json.dumps(results[thresh]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

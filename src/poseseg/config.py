@@ -112,6 +112,9 @@ class MaskHeadConfig:
     max_rois_per_image: int = 128  # cap on positive RoIs trained per image
     norm: str = "none"  # none | gn: GroupNorm in the conv tower
     loss_weight: float = 1.0
+    # pool the mask RoIs from one FPN level finer than the finest (p2 over res3-res5), made for the mask head
+    # only (the RPN, box and keypoint heads keep their levels): 4x the resolution of p3 for the edges
+    fine_level: bool = False
     boundary_weight: float = 0.0  # > 0: BCE weighted 1 + this on the cells at each target's edge (a boundary term)
     # shared: the mask head pools from the model's trunk (backbone + FPN); own: from a second trunk of the
     # same architecture that feeds the mask head only (a keypoint detector's trunk + a mask detector's)
@@ -203,7 +206,7 @@ class TrainConfig:
     clip_grad_norm: float = 0.0  # 0: off
     offset_lr_multiplier: float = 1.0  # lr scale for the sampling-offset branches (deformable conv / RoI pooling)
     amp: bool = True  # mixed precision on CUDA
-    freeze: str = "none"  # none | deform_only | backbone | trunk (see engine/optim.py FREEZE_MODES)
+    freeze: str = "none"  # none | deform_only | backbone | trunk | mask_only (see engine/optim.py FREEZE_MODES)
     nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
     max_skipped_steps: int = 20  # with nonfinite=skip, more skipped steps than this stop the run (0: no limit)
     time_limit_minutes: float = 0.0  # stop training after this long (0: off), or the budget of schedule=time

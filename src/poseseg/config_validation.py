@@ -113,7 +113,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
-FREEZE_MODES = ("none", "deform_only", "backbone", "trunk")
+FREEZE_MODES = ("none", "deform_only", "backbone", "trunk", "mask_only")
 # key -> the values it may take; checked by validate_ranges with the key as the user writes it
 # the signals a cluster sends before it kills a job (SIGKILL and SIGSTOP cannot be caught)
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT")

@@ -72,8 +72,9 @@ def test_what_cannot_be_exported_faithfully_is_refused_by_name(tmp_path):
 
 def test_tiny_parity_with_deformable_pooling_and_any_size(coco_images, tmp_path):
     # deformable RoI pooling (decomposed into standard ops) with non-zero offsets, dynamic image size
-    model, cfg = build("tiny", ["model.roi.deform_pool=[mask,keypoint]", "model.keypoint.visibility=true"],
-                       offsets=True)
+    # ... and the mask head's own finer level (model.mask.fine_level: p2 over res3-res5)
+    model, cfg = build("tiny", ["model.roi.deform_pool=[mask,keypoint]", "model.keypoint.visibility=true",
+                                "model.mask.fine_level=true"], offsets=True)
     # a fitted keypoint score calibration (steep where this random model's scores lie) travels into the graph
     xs = torch.linspace(0, 2e-3, 33)
     model.keypoint_head.score_calibration.set_knots(xs, (xs / 2e-3).sqrt())

@@ -23,6 +23,8 @@ FREEZE_MODES = {
     "deform_only": ("backbone",),
     "backbone": ("backbone", "fpn"),
     "trunk": ("backbone", "fpn", "rpn", "box_pooler", "box_head"),  # trains the mask and keypoint heads only
+    # trains the mask head only (and the FPN's finer level made for it, model.mask.fine_level)
+    "mask_only": ("backbone", "fpn", "rpn", "box_pooler", "box_head", "keypoint_pooler", "keypoint_head"),
 }
 
 
@@ -46,8 +48,14 @@ def apply_freeze(model: nn.Module, mode: str) -> list[str]:
         if not keep_training:
             raise ValueError("train.freeze=deform_only but the backbone has no deformable convs; "
                              "set model.backbone.deform_stages, e.g. [3, 4, 5]")
+    elif mode == "mask_only":
+        if getattr(model, "mask_head", None) is None:
+            raise ValueError("train.freeze=mask_only but the model has no mask head (model.heads)")
+        keep_training = {id(p) for name, p in model.fpn.named_parameters() if name.startswith("fine_")}
     frozen = []
     for part in FREEZE_MODES[mode]:
+        if getattr(model, part, None) is None:  # e.g. no keypoint head
+            continue
         for name, p in getattr(model, part).named_parameters():
             if id(p) not in keep_training and p.requires_grad:
                 p.requires_grad_(False)

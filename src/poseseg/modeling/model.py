@@ -306,7 +306,10 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
         backbone = ResNet(depth=b.depth, width=b.width, norm=b.norm, deform_stages=b.deform_stages,
                           deform_modulated=b.deform_modulated, freeze_at=b.freeze_at, stride_in_1x1=b.stride_in_1x1)
         return Trunk(backbone=backbone, fpn=FPN(in_channels=backbone.out_channels, in_stages=m.fpn.in_stages,
-                                                out_channels=m.fpn.channels, extra_pool=m.fpn.extra_pool))
+                                                out_channels=m.fpn.channels, extra_pool=m.fpn.extra_pool,
+                                                fine_level=fine_level))
+
+    fine_level = "mask" in m.heads and m.mask.fine_level
 
     main_trunk = trunk()
     backbone, fpn = main_trunk.backbone, main_trunk.fpn
@@ -319,13 +322,13 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
                     nms_thresh=r.nms_thresh, score_thresh=r.score_thresh, round_anchors=r.round_anchors)
     roi_levels = [f"p{s}" for s in m.fpn.in_stages]
 
-    def pooler(head: str, size: int) -> RoIPooler:
+    def pooler(head: str, size: int, levels: list[str] = roi_levels) -> RoIPooler:
         if head in m.roi.deform_pool:
             from poseseg.modeling.deform_pooler import DeformRoIPooler
 
-            return DeformRoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
+            return DeformRoIPooler(level_names=levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
                                    channels=m.fpn.channels)
-        return RoIPooler(level_names=roi_levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
+        return RoIPooler(level_names=levels, output_size=size, sampling_ratio=m.roi.sampling_ratio,
                          aligned=m.roi.aligned)
 
     sampler = ProposalSampler(fg_iou=m.roi.fg_iou, bg_iou=m.roi.bg_iou,
@@ -337,7 +340,8 @@ def build_model(cfg: Config | ModelConfig) -> PoseSegModel:
                        detections_per_image=m.box.detections_per_image, nested_thresh=m.box.nested_thresh)
     parts: dict = {}
     if "mask" in m.heads:
-        parts["mask_pooler"] = pooler("mask", m.mask.pooled_size)
+        # with the finer level, every mask RoI pools from it, whatever its size
+        parts["mask_pooler"] = pooler("mask", m.mask.pooled_size, [fpn.fine_name] if fine_level else roi_levels)
         if m.mask.trunk == "own":
             parts["mask_trunk"] = trunk()
         parts["mask_head"] = MaskHead(in_channels=m.fpn.channels, num_convs=m.mask.num_convs,

@@ -1,6 +1,8 @@
 """Region proposal network: torchvision's RPN with anchors derived from the FPN levels."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
@@ -30,6 +32,18 @@ class UnroundedAnchorGenerator(AnchorGenerator):
         return torch.stack([-widths, -heights, widths, heights], dim=1) / 2  # (A, 4) centred xyxy
 
 
+class LevelRPN(RegionProposalNetwork):
+    """torchvision's RPN over the pyramid levels it was built for, whatever else the feature dict holds
+    (the mask head's finer level, ``model.mask.fine_level``)."""
+
+    def __init__(self, *args, level_names: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.level_names = list(level_names)
+
+    def forward(self, images, features, targets=None):
+        return super().forward(images, OrderedDict((n, features[n]) for n in self.level_names), targets)
+
+
 def build_rpn(*, level_names: list[str], in_channels: int, anchor_sizes: list[list[int]],
               aspect_ratios: list[float], conv_depth: int, fg_iou: float, bg_iou: float,
               batch_size_per_image: int, positive_fraction: float, pre_nms_top_n_train: int,
@@ -45,8 +59,8 @@ def build_rpn(*, level_names: list[str], in_channels: int, anchor_sizes: list[li
         sizes = [list(s) + [s[-1]] * (width - len(s)) for s in sizes]
     generator = (AnchorGenerator if round_anchors else UnroundedAnchorGenerator)(tuple(tuple(s) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
     head = RPNHead(in_channels, generator.num_anchors_per_location()[0], conv_depth=conv_depth)
-    return RegionProposalNetwork(
-        generator, head,
+    return LevelRPN(
+        generator, head, level_names=level_names,
         fg_iou_thresh=fg_iou, bg_iou_thresh=bg_iou,
         batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction,
         pre_nms_top_n=dict(training=pre_nms_top_n_train, testing=pre_nms_top_n_test),
