@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -112,18 +113,23 @@ DEMO_LAYOUTS = {
 }
 
 
-def demo_layouts(iters: int, skip: int, data: Path, work: Path) -> dict[str, float]:
-    """Median seconds per demo training iteration (the same global batch of 4) for each layout, from the
-    ``time_s`` of every step in ``metrics.jsonl`` after the first ``skip``; no validation, no checkpoint."""
+def demo_layouts(iters: int, skip: int, data: Path, work: Path, *, switches: tuple[str, ...] = (),
+                 names: tuple[str, ...] = ()) -> dict[str, float]:
+    """Median seconds per demo training iteration (the same global batch of 4) for each layout (or those
+    whose name starts with one of ``names``), from the ``time_s`` of every step in ``metrics.jsonl`` after
+    the first ``skip``; no validation, no checkpoint. ``switches``: config overrides (another recipe)."""
     from poseseg.demo import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, demo_config, ensure_dataset
 
     ensure_dataset(data, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES, seed=0)
     results = {}
     for n, (name, (procs, threads, workers)) in enumerate(DEMO_LAYOUTS.items()):
+        if names and not name.startswith(names):
+            continue
         out = work / f"layout{n}"
+        shutil.rmtree(out, ignore_errors=True)  # an existing folder would send the run to layout{n}-2: read this run
         cfg = demo_config(data, out, [f"data.num_workers={workers}", "data.val_json=", "train.log_every=1",
                                       f"train.batch_size={4 // procs}", f"train.checkpoint_every={10 * iters}",
-                                      f"train.iters={iters}"], iters=iters)
+                                      f"train.iters={iters}", *switches], iters=iters)
         work.mkdir(parents=True, exist_ok=True)
         config = work / f"layout{n}.yaml"
         config.write_text(cfg.to_yaml())
@@ -146,6 +152,10 @@ def main() -> None:
     p.add_argument("--demo-iters", type=int, default=60)
     p.add_argument("--demo-data", default="data/synth", help="the demo's data folder (made if missing)")
     p.add_argument("--demo-work", default="runs/train_speed_demo")
+    p.add_argument("--demo-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every layout (e.g. an earlier recipe, as a baseline)")
+    p.add_argument("--demo-layouts", nargs="*", default=[], metavar="PREFIX",
+                   help="only the layouts whose names start so (default: all of DEMO_LAYOUTS)")
     p.add_argument("--size", type=int, default=512, help="image side (square images)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--runs", type=int, default=5, help="timed rounds (each runs one step of every model)")
@@ -157,10 +167,12 @@ def main() -> None:
     p.add_argument("--_memory-child", dest="memory_child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.demo:
-        layouts = demo_layouts(args.demo_iters, 10, Path(args.demo_data), Path(args.demo_work))
+        layouts = demo_layouts(args.demo_iters, 10, Path(args.demo_data), Path(args.demo_work),
+                               switches=tuple(args.demo_set), names=tuple(args.demo_layouts))
         chosen = "1 process x 2 threads, 2 workers (the demo's)"
         if args.json:
-            Path(args.json).write_text(json.dumps({"layout": chosen, "s_per_iter": round(layouts[chosen], 4),
+            Path(args.json).write_text(json.dumps({"layout": chosen, "s_per_iter": round(layouts.get(chosen, float("nan")), 4),
+                                                   "switches": args.demo_set,
                                                    "fastest": min(layouts, key=layouts.get),
                                                    "layouts": {k: round(v, 4) for k, v in layouts.items()},
                                                    "iters": args.demo_iters, "cpu": cpu_model()}, indent=2))

@@ -22,7 +22,7 @@ EVAL_RESERVE_S = 50.0  # evaluation on the val split + overlays, kept out of a -
 MAX_ITERS = 1_000_000  # with --minutes the time budget ends the run, not an iteration count
 DEMO_ITERS = 990  # what the 9.5-minute time budget trained on a quiet 2-core machine (issue 14)
 # what the README reports for the default demo (mean ± spread of 3 seeds; the same on every machine)
-README_AP = {"bbox": (0.441, 0.024), "segm": (0.257, 0.018), "keypoints": (0.409, 0.041)}
+README_AP = {"bbox": (0.456, 0.033), "segm": (0.336, 0.014), "keypoints": (0.414, 0.020)}
 KEYPOINT_PROBABILITY = 0.5  # overlays draw a calibrated keypoint when it is right with probability >= 0.5
 RAW_KEYPOINT_THRESH = 0.2  # ... or, uncalibrated, when its raw score is this high (poseseg.visualize's default)
 
@@ -136,7 +136,7 @@ def run_demo(*, minutes: float | None = None, iters: int = DEMO_ITERS, out: str 
               "goes to data and evaluation)")
         result = train(demo_config(data_dir, out, overrides, train_minutes=train_seconds / 60))
     else:
-        print(f"training tiny for {iters} iterations (about 11 minutes on 2 cores; the progress line shows the eta)")
+        print(f"training tiny for {iters} iterations (about 12 minutes on 2 cores; the progress line shows the eta)")
         result = train(demo_config(data_dir, out, overrides, iters=iters))
     run_dir = result.run_dir
     overlays, _ = draw_overlays(result.final_checkpoint, data_dir, run_dir / "overlays")

@@ -134,12 +134,14 @@ def test_bad_images_are_clear_errors():
         model([torch.rand(3, 64, 64)])
 
 
-@pytest.mark.parametrize("caps, pooled_by_keypoint_pooler", [((12, 12), False), ((12, 6), True)])
-def test_mask_and_keypoint_heads_share_pooled_positives_when_caps_match(caps, pooled_by_keypoint_pooler):
-    """Equal caps: the keypoint head trains on the mask head's RoIs and pooled features (one RoIAlign
-    fewer); different caps: each head samples and pools its own."""
+@pytest.mark.parametrize("caps, fine, pooled_by_keypoint_pooler",
+                         [((12, 12), False, False), ((12, 6), False, True), ((12, 12), True, True)])
+def test_mask_and_keypoint_heads_share_pooled_positives_when_caps_match(caps, fine, pooled_by_keypoint_pooler):
+    """Equal caps and levels: the keypoint head trains on the mask head's RoIs and pooled features (one
+    RoIAlign fewer); different caps, or masks from their own finer level: each head pools its own."""
     mask_cap, kp_cap = caps
-    model = tiny(f"model.mask.max_rois_per_image={mask_cap}", f"model.keypoint.max_rois_per_image={kp_cap}").train()
+    model = tiny(f"model.mask.max_rois_per_image={mask_cap}", f"model.keypoint.max_rois_per_image={kp_cap}",
+                 f"model.mask.fine_level={str(fine).lower()}").train()
     calls = []
     model.keypoint_pooler.register_forward_hook(lambda *a: calls.append("keypoint"))
     seen = {}
