@@ -53,8 +53,8 @@ LEVERS: dict[str, tuple[str, str, list[str]]] = {
                   ["model.roi.gt_jitter_copies=5", "model.mask.max_rois_per_image=24"]),
     "boundary2": ("boundary term, edge cells x3", "frozen", ["model.mask.boundary_weight=2"]),
     "boundary4": ("boundary term, edge cells x5", "frozen", ["model.mask.boundary_weight=4"]),
-    "joint_demo": ("the demo as it is", "joint", []),
-    "joint_loss2": ("mask loss weight 2", "joint", ["model.mask.loss_weight=2"]),
+    "joint_demo": ("the demo as it is (the tiny preset)", "joint", []),
+    "joint_loss2": ("the demo with mask loss weight 2", "joint", ["model.mask.loss_weight=2"]),
 }
 PASTE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 

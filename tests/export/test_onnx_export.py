@@ -299,7 +299,8 @@ def test_eval_runs_an_onnx_file_as_its_checkpoint(checkpoint_17, coco_sample, tm
     assert len(results[".onnx"]) == len(results[".pt"]) > 0
     for a in results[".pt"]:  # people with equal scores may come in either order
         same_image = [b["bbox"] for b in results[".onnx"] if b["image_id"] == a["image_id"]]
-        assert min(np.abs(np.subtract(same_image, a["bbox"])).max(axis=1)) < 1e-2
+        # two runtimes' float rounding: up to 1.3e-2 px seen on 440-px coordinates (3e-5 relative)
+        assert min(np.abs(np.subtract(same_image, a["bbox"])).max(axis=1)) < 2e-2
     for iou_type in ("bbox", "segm", "keypoints"):
         for name, value in metrics[".pt"][iou_type].items():
             assert metrics[".onnx"][iou_type][name] == pytest.approx(value, abs=1e-3), (iou_type, name)

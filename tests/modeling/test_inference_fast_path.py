@@ -99,8 +99,9 @@ def test_model_features_in_eval_equal_the_plain_path(monkeypatch):
 
 def test_keypoint_head_reusing_the_mask_pooling_gives_identical_outputs(monkeypatch):
     torch.manual_seed(0)
+    # masks from the same FPN levels as the keypoints (tiny's mask head has its own finer level)
     cfg = poseseg.load_config("tiny", overrides=["model.input.test_size=128", "model.box.score_thresh=0.0",
-                                                 "model.box.detections_per_image=5"])
+                                                 "model.box.detections_per_image=5", "model.mask.fine_level=false"])
     model = poseseg.build_model(cfg).eval()
     nn.init.normal_(model.keypoint_head.offset_deconv.weight, std=0.01)  # non-zero offsets
     assert model_mod.same_pooling(model.mask_pooler, model.keypoint_pooler)

@@ -53,7 +53,9 @@ def test_a_merge_of_two_different_trunks_keeps_each_heads_own_features():
     # B's masks at A's boxes: B's own trunk, pooler and mask head
     with torch.no_grad():
         batch, _ = b.transform([image])
-        features = b.fpn(b.backbone(batch.tensors))
+        # channels-last, as predict_rois runs every trunk (the same values up to float rounding)
+        features = b.fpn(b.backbone(batch.tensors.contiguous(memory_format=torch.channels_last)))
+        features = {k: v.contiguous() for k, v in features.items()}
         logits = b.mask_head(b.mask_pooler(features, [want["boxes"]], batch.image_sizes))
         probs = b.mask_head.inference(logits, [want["labels"]])[0]
     torch.testing.assert_close(got["mask_probs"], probs, atol=1e-4, rtol=1e-4)
